@@ -1,0 +1,3 @@
+from abqa.cli import main
+
+raise SystemExit(main())

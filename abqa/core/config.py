@@ -1,0 +1,92 @@
+"""Defaults and typed configuration shared by every stage."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from abqa.core.errors import AbqaError
+
+# The two arms of the A/B test, as the design card names them.
+DEFAULT_ARMS: dict[str, str] = {
+    "distilbert": "distilbert/distilbert-base-uncased-distilled-squad",
+    "bert": "csarron/bert-base-uncased-squad-v1",
+}
+
+# Hugging Face question-answering pipeline defaults: every stage tokenises the same way.
+MAX_SEQ_LENGTH = 384
+DOC_STRIDE = 128
+MAX_QUESTION_LENGTH = 64
+N_BEST = 20
+MAX_ANSWER_LENGTH = 30
+# Windows are padded to a multiple of this (at most MAX_SEQ_LENGTH): Triton's dynamic batcher only
+# merges requests of identical shape, so a few length buckets keep short inputs cheap and still batch.
+PAD_MULTIPLE = 64
+
+DEFAULT_MODEL_REPOSITORY = Path("model_repository")
+DEFAULT_RUNS_DIR = Path("runs")
+
+# Files that `abqa export` writes beside each model; Triton ignores non-numeric folders and
+# unknown files in a model directory, so they live next to config.pbtxt.
+METADATA_FILENAME = "abqa-metadata.json"
+TOKENIZER_DIRNAME = "tokenizer"
+
+HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
+DEFAULT_HOST = "127.0.0.1"
+
+_ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def shared_data_dir() -> Path | None:
+    """`../shared/data` beside the project (or $ABQA_SHARED_DATA), where the real SQuAD files live."""
+    env = os.environ.get("ABQA_SHARED_DATA")
+    candidates = [Path(env)] if env else []
+    here = Path(__file__).resolve()
+    candidates += [parent / "shared" / "data" for parent in here.parents]
+    candidates.append(Path.cwd().parent / "shared" / "data")
+    for candidate in candidates:
+        if (candidate / "squad-v1.1" / "dev-v1.1.json").is_file():
+            return candidate
+    return None
+
+
+def validate_arm_name(name: str) -> str:
+    """Arm names become Triton model names and folder names: keep them to a safe alphabet."""
+    if not _ARM_NAME.match(name):
+        raise AbqaError(
+            f"arm name {name!r} is not valid: use letters, digits, '-', '_' or '.', starting with a letter or digit"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class ArmSpec:
+    """A named model: `name` is how every stage and report calls it, `source` a hub id or a local path."""
+
+    name: str
+    source: str
+
+    @classmethod
+    def parse(cls, text: str) -> "ArmSpec":
+        """Parse `NAME=SOURCE`; a bare default name (`bert`, `distilbert`) takes its default source."""
+        if "=" in text:
+            name, source = text.split("=", 1)
+            if not source:
+                raise AbqaError(f"--arm {text!r}: the source after '=' is empty")
+            return cls(validate_arm_name(name.strip()), source.strip())
+        if text in DEFAULT_ARMS:
+            return cls(text, DEFAULT_ARMS[text])
+        raise AbqaError(
+            f"unknown arm {text!r}: known arms are {', '.join(DEFAULT_ARMS)}; "
+            "give any other model as NAME=SOURCE (a hub id or a local checkpoint folder)"
+        )
+
+
+def default_arm_specs() -> list[ArmSpec]:
+    return [ArmSpec(name, source) for name, source in DEFAULT_ARMS.items()]
+
+
+def split_csv(text: str | None) -> list[str]:
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
