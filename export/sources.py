@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +39,22 @@ class ResolvedCheckpoint:
 def hub_offline_requested() -> bool:
     """The Hugging Face convention: HF_HUB_OFFLINE=1 means the hub must not be contacted."""
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def hub_reachable(timeout_s: float = 3.0) -> bool:
+    """One HEAD request to the hub's endpoint (HF_ENDPOINT honoured); HF_HUB_OFFLINE=1 means no."""
+    if hub_offline_requested():
+        return False
+    from huggingface_hub import constants
+
+    request = urllib.request.Request(constants.ENDPOINT, method="HEAD")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s):
+            return True
+    except urllib.error.HTTPError:
+        return True  # the hub answered, even if with an error status
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
 
 
 def resolve_checkpoint(

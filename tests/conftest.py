@@ -50,3 +50,16 @@ def shared_data() -> Path:
     if path is None:
         pytest.skip("../shared/data (SQuAD dev set and predictions) is not beside the project")
     return path
+
+
+@pytest.fixture(scope="session")
+def triton_server(tiny_repository):
+    """A real Triton (`abqa serve`) on free loopback ports serving the tiny `bert` and `distilbert` arms.
+
+    An `abqa.serve.process.ServerHandle`: `.grpc_url` / `.http_address` for tritonclient, `.http_url`,
+    `.metrics_url`, `.pid`, `.models`. Shared by the session and stopped at its end; do not stop it in a test.
+    """
+    from abqa.serve.process import start_server
+
+    with start_server(tiny_repository) as server:
+        yield server

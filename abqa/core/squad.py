@@ -1,0 +1,344 @@
+"""SQuAD data: typed questions, a validating loader, seeded subsets, and which data set a run uses.
+
+The official layout is `{"version", "data": [{"title", "paragraphs": [{"context", "qas": [{"id", "question",
+"answers": [{"text", "answer_start"}]}]}]}]}`. Every error names where it is: the article (title and index), the
+paragraph index and the question id, so a broken file can be fixed without a debugger.
+
+`resolve_squad(arg)` picks the data set of a run: an explicit path, `squad` (the Hugging Face hub's validation
+split, through `datasets` when it is installed and online), the shared dev set beside the project, or the small
+built-in sample in `abqa/core/sample/` written for this project (original text, not SQuAD's); it logs which.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import socket
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from abqa.core.config import shared_data_dir
+from abqa.core.errors import AbqaError
+
+log = logging.getLogger(__name__)
+
+HUB_DATASET = "squad"
+SAMPLE_FILENAME = "squad-sample-v1.1.json"
+# How many problems one error message lists before it says "and N more".
+_MAX_LISTED_PROBLEMS = 10
+
+# Where a run's data came from (meta.json "dataset.source").
+SOURCE_PATH, SOURCE_HUB, SOURCE_SHARED, SOURCE_BUILTIN = "path", "hub", "shared", "builtin-sample"
+
+
+@dataclass(frozen=True)
+class SquadAnswer:
+    text: str
+    answer_start: int
+
+
+@dataclass(frozen=True)
+class SquadQuestion:
+    id: str
+    question: str
+    context: str
+    answers: tuple[SquadAnswer, ...]
+    title: str
+
+    @property
+    def answer_texts(self) -> list[str]:
+        return [answer.text for answer in self.answers]
+
+
+@dataclass
+class SquadDataset:
+    version: str
+    sha256: str
+    path: str | None                 # the file, or e.g. "hub:squad/validation"
+    questions: list[SquadQuestion]
+    source: str = SOURCE_PATH        # path | hub | shared | builtin-sample
+    warnings: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.questions)
+
+    def references(self) -> dict[str, list[str]]:
+        """{question id: reference answer texts}, in split order: what `metrics.score_predictions` takes."""
+        return {question.id: question.answer_texts for question in self.questions}
+
+    def ids(self) -> list[str]:
+        return [question.id for question in self.questions]
+
+
+# --- parsing and validation (pure) -------------------------------------------------------------------------------
+
+
+def parse_squad(obj: Any, *, where: str = "SQuAD file", sha256: str = "", path: str | None = None,
+                source: str = SOURCE_PATH) -> SquadDataset:
+    """Validate a decoded SQuAD JSON object and return its questions in file order.
+
+    Raises AbqaError listing every structural problem (missing or mistyped fields, an empty context or question,
+    a question without answers, a duplicate id). Answer offsets that do not point at the answer text are only
+    warnings: the metric compares texts, and some published files carry such offsets.
+    """
+    if not isinstance(obj, dict) or not isinstance(obj.get("data"), list):
+        raise AbqaError(f"{where}: not a SQuAD file: expected a JSON object with a list under \"data\"")
+    version = str(obj.get("version", "1.1"))
+    problems: list[str] = []
+    warnings: list[str] = []
+    questions: list[SquadQuestion] = []
+    seen: dict[str, str] = {}
+    for article_index, article in enumerate(obj["data"]):
+        if not isinstance(article, dict):
+            problems.append(f"article #{article_index}: not an object")
+            continue
+        title = article.get("title")
+        article_where = f"article #{article_index} ({title!r})" if title is not None else f"article #{article_index}"
+        if not isinstance(title, str):
+            problems.append(f"{article_where}: \"title\" missing or not a string")
+            title = str(title)
+        paragraphs = article.get("paragraphs")
+        if not isinstance(paragraphs, list):
+            problems.append(f"{article_where}: \"paragraphs\" missing or not a list")
+            continue
+        for paragraph_index, paragraph in enumerate(paragraphs):
+            paragraph_where = f"{article_where}, paragraph {paragraph_index}"
+            if not isinstance(paragraph, dict):
+                problems.append(f"{paragraph_where}: not an object")
+                continue
+            context = paragraph.get("context")
+            if not isinstance(context, str) or not context.strip():
+                problems.append(f"{paragraph_where}: \"context\" missing or empty")
+                continue
+            qas = paragraph.get("qas")
+            if not isinstance(qas, list):
+                problems.append(f"{paragraph_where}: \"qas\" missing or not a list")
+                continue
+            for qa_index, qa in enumerate(qas):
+                question = _parse_question(qa, qa_index, paragraph_where, title, context, version, problems, warnings)
+                if question is None:
+                    continue
+                if question.id in seen:
+                    problems.append(f"{paragraph_where}, question {question.id}: duplicate id (first in {seen[question.id]})")
+                    continue
+                seen[question.id] = paragraph_where
+                questions.append(question)
+    if problems:
+        listed = "\n  ".join(problems[:_MAX_LISTED_PROBLEMS])
+        more = f"\n  ... and {len(problems) - _MAX_LISTED_PROBLEMS} more" if len(problems) > _MAX_LISTED_PROBLEMS else ""
+        raise AbqaError(f"{where}: {len(problems)} problem(s) in the SQuAD data:\n  {listed}{more}")
+    if not questions:
+        raise AbqaError(f"{where}: no questions in the file")
+    return SquadDataset(version, sha256, path, questions, source, warnings)
+
+
+def _parse_question(qa: Any, qa_index: int, paragraph_where: str, title: str, context: str, version: str,
+                    problems: list[str], warnings: list[str]) -> SquadQuestion | None:
+    if not isinstance(qa, dict):
+        problems.append(f"{paragraph_where}, question #{qa_index}: not an object")
+        return None
+    question_id = qa.get("id")
+    if not isinstance(question_id, str) or not question_id:
+        problems.append(f"{paragraph_where}, question #{qa_index}: \"id\" missing or not a string")
+        return None
+    where = f"{paragraph_where}, question {question_id}"
+    text = qa.get("question")
+    if not isinstance(text, str) or not text.strip():
+        problems.append(f"{where}: \"question\" missing or empty")
+        return None
+    raw_answers = qa.get("answers")
+    if not isinstance(raw_answers, list):
+        problems.append(f"{where}: \"answers\" missing or not a list")
+        return None
+    if not raw_answers and not (version.startswith("2") and qa.get("is_impossible")):
+        problems.append(f"{where}: no reference answers (SQuAD v{version} needs at least one)")
+        return None
+    answers = []
+    for answer_index, answer in enumerate(raw_answers):
+        answer_text = answer.get("text") if isinstance(answer, dict) else None
+        start = answer.get("answer_start") if isinstance(answer, dict) else None
+        if not isinstance(answer_text, str) or not answer_text.strip():
+            problems.append(f"{where}: answer #{answer_index} has no \"text\"")
+            continue
+        if not isinstance(start, int) or isinstance(start, bool):
+            problems.append(f"{where}: answer #{answer_index} has no integer \"answer_start\"")
+            continue
+        if context[start:start + len(answer_text)] != answer_text:
+            warnings.append(f"{where}: answer #{answer_index} {answer_text!r} is not at answer_start {start}")
+        answers.append(SquadAnswer(answer_text, start))
+    if len(answers) != len(raw_answers):
+        return None
+    return SquadQuestion(question_id, text, context, tuple(answers), title)
+
+
+def to_squad_json(questions: list[SquadQuestion], version: str = "1.1") -> dict:
+    """The official layout of `questions` (articles and paragraphs regrouped in order of first appearance)."""
+    articles: dict[str, dict[str, list]] = {}
+    for question in questions:
+        paragraphs = articles.setdefault(question.title, {})
+        paragraphs.setdefault(question.context, []).append({
+            "id": question.id,
+            "question": question.question,
+            "answers": [{"text": a.text, "answer_start": a.answer_start} for a in question.answers],
+        })
+    return {
+        "version": version,
+        "data": [
+            {"title": title, "paragraphs": [{"context": context, "qas": qas} for context, qas in paragraphs.items()]}
+            for title, paragraphs in articles.items()
+        ],
+    }
+
+
+# --- subsets (pure) ------------------------------------------------------------------------------------------------
+
+
+def select_questions(dataset: SquadDataset, *, limit: int | None = None, sample: int | None = None,
+                     seed: int = 0) -> list[SquadQuestion]:
+    """The questions a run evaluates: a seeded random `sample` (kept in split order), then the first `limit`."""
+    questions = list(dataset.questions)
+    if sample is not None:
+        if sample <= 0:
+            raise AbqaError(f"--sample {sample}: must be a positive number of questions")
+        if sample < len(questions):
+            chosen = set(random.Random(seed).sample(range(len(questions)), sample))
+            questions = [question for index, question in enumerate(questions) if index in chosen]
+    if limit is not None:
+        if limit <= 0:
+            raise AbqaError(f"--limit {limit}: must be a positive number of questions")
+        questions = questions[:limit]
+    return questions
+
+
+# --- loading (side effects at the edge) ---------------------------------------------------------------------------
+
+
+def load_squad_file(path: str | Path, *, source: str = SOURCE_PATH) -> SquadDataset:
+    """Read and validate a SQuAD JSON file; its sha256 is that of the bytes on disk."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise AbqaError(f"SQuAD file {path}: not found") from None
+    except OSError as exc:
+        raise AbqaError(f"SQuAD file {path}: cannot be read ({exc.strerror})") from None
+    try:
+        obj = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise AbqaError(f"SQuAD file {path}: not UTF-8 text (byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        # An unfinished string or a parse error at the very end: the file was cut short (an interrupted copy).
+        ends_early = exc.msg.startswith("Unterminated") or exc.pos >= len(exc.doc.rstrip()) - 1
+        hint = " (the file looks truncated)" if ends_early else ""
+        raise AbqaError(f"SQuAD file {path}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}{hint}") from None
+    dataset = parse_squad(obj, where=f"SQuAD file {path}", sha256=hashlib.sha256(data).hexdigest(),
+                          path=str(path), source=source)
+    if dataset.warnings:
+        log.warning("%s: %d answer offset(s) do not point at the answer text (scores are unaffected); first: %s",
+                    path, len(dataset.warnings), dataset.warnings[0])
+    return dataset
+
+
+def builtin_sample_path() -> Path:
+    return Path(str(resources.files("abqa.core").joinpath("sample", SAMPLE_FILENAME)))
+
+
+def load_builtin_sample() -> SquadDataset:
+    return load_squad_file(builtin_sample_path(), source=SOURCE_BUILTIN)
+
+
+def hub_reachable(host: str = "huggingface.co", port: int = 443, timeout_s: float = 3.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def load_squad_hub(name: str = HUB_DATASET, split: str = "validation") -> SquadDataset:
+    """The hub's SQuAD split through `datasets` (only when installed and online); sha256 of its official-layout JSON."""
+    try:
+        import datasets  # noqa: F401  (optional: not a dependency of abqa)
+    except ImportError:
+        raise AbqaError(
+            f"--squad {name}: the Hugging Face `datasets` package is not installed; `pip install datasets`, "
+            "or pass a local file: --squad ../shared/data/squad-v1.1/dev-v1.1.json"
+        ) from None
+    try:
+        hub_split = datasets.load_dataset(name, split=split)
+    except Exception as exc:  # offline, hub down, unknown name: all the same to the user
+        raise AbqaError(
+            f"--squad {name}: cannot load {name}/{split} from the Hugging Face hub ({type(exc).__name__}: {exc}); "
+            "pass a local file instead: --squad ../shared/data/squad-v1.1/dev-v1.1.json"
+        ) from None
+    questions = [
+        SquadQuestion(row["id"], row["question"], row["context"],
+                      tuple(SquadAnswer(t, int(s)) for t, s in zip(row["answers"]["text"], row["answers"]["answer_start"])),
+                      row["title"])
+        for row in hub_split
+    ]
+    obj = to_squad_json(questions)
+    canonical = json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    return parse_squad(obj, where=f"hub dataset {name}/{split}", sha256=hashlib.sha256(canonical).hexdigest(),
+                       path=f"hub:{name}/{split}", source=SOURCE_HUB)
+
+
+def shared_dev_path() -> Path | None:
+    root = shared_data_dir()
+    return root / "squad-v1.1" / "dev-v1.1.json" if root else None
+
+
+def resolve_squad(arg: str | None) -> SquadDataset:
+    """The run's data set, announced in the log.
+
+    `arg` is a path (used as given), `squad` (the hub), `shared` (the dev set beside the project), `builtin`
+    (the built-in sample), or None: then the shared dev set when it is there, else the hub when `datasets` is
+    installed and the hub answers, else the built-in sample. The shared file comes before the hub because it
+    is the same split, already on disk, and checked against the published scores.
+    """
+    if arg == HUB_DATASET and not Path(arg).exists():
+        dataset = load_squad_hub(arg)
+        log.warning("SQuAD data: Hugging Face hub %s (%d questions)", dataset.path, len(dataset))
+        return dataset
+    if arg == "shared":
+        path = shared_dev_path()
+        if path is None:
+            raise AbqaError("--squad shared: ../shared/data/squad-v1.1/dev-v1.1.json is not beside the project")
+        return _announce(load_squad_file(path, source=SOURCE_SHARED))
+    if arg in ("builtin", "sample"):
+        return _announce(load_builtin_sample(), reason=f"--squad {arg}")
+    if arg:
+        return _announce(load_squad_file(arg, source=SOURCE_PATH))
+    path = shared_dev_path()
+    if path is not None:
+        return _announce(load_squad_file(path, source=SOURCE_SHARED))
+    if _datasets_installed() and hub_reachable():
+        try:
+            dataset = load_squad_hub()
+            log.warning("SQuAD data: Hugging Face hub %s (%d questions)", dataset.path, len(dataset))
+            return dataset
+        except AbqaError as exc:
+            log.warning("%s", exc)
+    return _announce(load_builtin_sample(), reason="no --squad given, no ../shared/data, no hub")
+
+
+def _announce(dataset: SquadDataset, reason: str = "") -> SquadDataset:
+    if dataset.source == SOURCE_BUILTIN:
+        log.warning(
+            "SQuAD data: BUILT-IN SAMPLE (%d questions, %s): %s. "
+            "It checks that the pipeline works; its scores say little about the models. "
+            "Pass --squad PATH for the real dev set.", len(dataset), dataset.path, reason)
+    else:
+        label = {SOURCE_SHARED: "shared dev set", SOURCE_PATH: "file"}.get(dataset.source, dataset.source)
+        log.warning("SQuAD data: %s %s (%d questions, sha256 %s)", label, dataset.path, len(dataset), dataset.sha256[:12])
+    return dataset
+
+
+def _datasets_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("datasets") is not None

@@ -1,0 +1,214 @@
+"""The arms of an evaluation: models served by Triton, and prediction files replayed as if they were models.
+
+A served arm answers a question end to end (tokenise into windows, one request per length bucket, best span)
+and reports its latency; a replay arm looks the answer up in a SQuAD leaderboard-style file ({id: answer}).
+Both turn a question into an `EvalRecord` scored with the official metric.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from abqa.core.config import MAX_SEQ_LENGTH, METADATA_FILENAME, TOKENIZER_DIRNAME, validate_arm_name
+from abqa.core.errors import AbqaError
+from abqa.core.metrics import score_answer
+from abqa.core.qa import best_answer, encode_question, group_by_length, load_tokenizer
+from abqa.core.records import EvalRecord, ExportMetadata
+from abqa.core.squad import SquadQuestion
+
+log = logging.getLogger(__name__)
+
+START_LOGITS, END_LOGITS = "start_logits", "end_logits"
+STATUS_OK, STATUS_FAILED, STATUS_MISSING = "ok", "failed", "missing"
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def scored_record(question: SquadQuestion, arm: str, prediction: str | None, *, started_at: str,
+                  latency_ms: float | None = None, windows: int | None = None, tokens: int | None = None,
+                  status: str = STATUS_OK, error: str | None = None) -> EvalRecord:
+    """An eval.jsonl record: no prediction (failed or missing) scores 0, never disappears."""
+    score = score_answer(prediction, question.answer_texts)
+    return EvalRecord(question.id, arm, prediction, score.em, score.f1, latency_ms, windows, tokens, started_at,
+                      status, error)
+
+
+# --- replay arms ---------------------------------------------------------------------------------------------------
+
+
+def parse_replay_spec(text: str) -> tuple[str, Path]:
+    """`NAME=predictions.json` -> (name, path)."""
+    name, sep, path = text.partition("=")
+    if not sep or not name.strip() or not path.strip():
+        raise AbqaError(f"--replay {text!r}: expected NAME=PREDICTIONS.json (e.g. bert=predictions/bert.json)")
+    return validate_arm_name(name.strip()), Path(path.strip())
+
+
+def parse_predictions(obj: Any, *, where: str) -> dict[str, str]:
+    """Validate a decoded prediction file: a JSON object of question id -> answer string."""
+    if not isinstance(obj, dict):
+        raise AbqaError(f"{where}: expected a JSON object mapping question id to answer text, got {type(obj).__name__}")
+    bad = [key for key, value in obj.items() if not isinstance(value, str)]
+    if bad:
+        shown = ", ".join(f"{key!r} ({type(obj[key]).__name__})" for key in bad[:5])
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise AbqaError(f"{where}: answers must be strings; not for {shown}{more}")
+    return obj
+
+
+@dataclass
+class ReplayArm:
+    name: str
+    path: Path
+    sha256: str
+    predictions: dict[str, str]
+    unknown_ids: list[str] = field(default_factory=list)   # ids not in the data set (ignored)
+    kind = "replay"
+
+    @classmethod
+    def load(cls, name: str, path: Path, split_ids: set[str]) -> "ReplayArm":
+        where = f"--replay {name}={path}"
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            raise AbqaError(f"{where}: file not found") from None
+        except OSError as exc:
+            raise AbqaError(f"{where}: cannot be read ({exc.strerror})") from None
+        try:
+            obj = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise AbqaError(f"{where}: not valid JSON ({exc})") from None
+        predictions = parse_predictions(obj, where=where)
+        unknown = [question_id for question_id in predictions if question_id not in split_ids]
+        if unknown:
+            log.warning("%s: %d prediction id(s) are not in the data set and are ignored (e.g. %s)",
+                        where, len(unknown), ", ".join(unknown[:3]))
+        return cls(name, path, hashlib.sha256(raw).hexdigest(), predictions, unknown)
+
+    def answer(self, question: SquadQuestion) -> EvalRecord:
+        prediction = self.predictions.get(question.id)
+        status = STATUS_OK if prediction is not None else STATUS_MISSING
+        return scored_record(question, self.name, prediction, started_at=utc_now(), status=status,
+                             error=None if prediction is not None else "no prediction for this id in the replay file")
+
+    def provenance(self, missing_ids: int) -> dict:
+        return {
+            "kind": self.kind, "standin": False, "source": str(self.path), "revision": None,
+            "replay_file": str(self.path.resolve()), "replay_sha256": self.sha256,
+            "onnx_file_size": None, "parameters": None, "architecture": None, "variant": None,
+            "predictions": len(self.predictions), "unknown_ids": len(self.unknown_ids), "missing_ids": missing_ids,
+        }
+
+
+# --- served arms ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ServedArm:
+    """A Triton model answering questions. Not thread-safe: the runner calls it from one worker thread only."""
+
+    name: str
+    repository: Path
+    url: str
+    protocol: str
+    timeout_s: float = 60.0
+    retry: Any = None
+    kind = "served"
+
+    def __post_init__(self) -> None:
+        self.client = None
+        self.model = None
+        self.tokenizer = None
+        self.export: ExportMetadata | None = None
+        self.max_seq_length = MAX_SEQ_LENGTH
+
+    def connect(self) -> None:
+        """Connect, read the model's tensors from the server and load the arm's tokenizer (in the worker thread)."""
+        from abqa.client.triton import RetryPolicy, TritonClient
+
+        self.client = TritonClient(self.url, self.protocol, self.timeout_s, self.retry or RetryPolicy())
+        if not self.client.server_live():
+            raise AbqaError(f"no Triton server answers at {self.protocol}://{self.client.url}: start one with "
+                            "`abqa serve` (or pass --url/--protocol, or --start-server)")
+        self.model = self.client.model_info(self.name)
+        missing = [name for name in (START_LOGITS, END_LOGITS) if name not in self.model.output_names]
+        if missing:
+            raise AbqaError(f"arm {self.name}: the served model has no output {', '.join(missing)} "
+                            f"(it has {', '.join(self.model.output_names)}); is it a question-answering export?")
+        arm_dir = self.repository / self.name
+        metadata_path = arm_dir / METADATA_FILENAME
+        if metadata_path.is_file():
+            self.export = ExportMetadata.read(metadata_path)
+            self.max_seq_length = min(MAX_SEQ_LENGTH, self.export.max_seq_length or MAX_SEQ_LENGTH)
+        else:
+            log.warning("arm %s: no %s; provenance unknown (pass --model-repository of the served repository)",
+                        self.name, metadata_path)
+        self.tokenizer = load_tokenizer(arm_dir / TOKENIZER_DIRNAME)
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+
+    def answer(self, question: SquadQuestion) -> EvalRecord:
+        """Answer one question end to end and time it; a request that fails for good raises InferFailed."""
+        started_at = utc_now()
+        began = time.perf_counter()
+        windows = encode_question(self.tokenizer, question.question, question.context,
+                                  input_names=self.model.input_names, max_seq_length=self.max_seq_length)
+        start_logits: list[np.ndarray | None] = [None] * len(windows)
+        end_logits: list[np.ndarray | None] = [None] * len(windows)
+        batch_limit = self.model.max_batch_size or 1
+        for indices, arrays in group_by_length(windows):
+            for first in range(0, len(indices), batch_limit):
+                chunk = indices[first:first + batch_limit]
+                batch = {name: values[first:first + batch_limit] for name, values in arrays.items()}
+                if not self.model.max_batch_size:  # a model without a batch dimension takes one window at a time
+                    batch = {name: values[0] for name, values in batch.items()}
+                outputs = self.client.infer(self.model, batch)
+                starts, ends = np.atleast_2d(outputs[START_LOGITS]), np.atleast_2d(outputs[END_LOGITS])
+                for row, window_index in enumerate(chunk):
+                    start_logits[window_index], end_logits[window_index] = starts[row], ends[row]
+        answer = best_answer(windows, start_logits, end_logits, question.context)
+        latency_ms = (time.perf_counter() - began) * 1000.0
+        return scored_record(question, self.name, answer.text, started_at=started_at, latency_ms=latency_ms,
+                             windows=len(windows), tokens=sum(window.length for window in windows))
+
+    def failed_record(self, question: SquadQuestion, started_at: str, error: str) -> EvalRecord:
+        return scored_record(question, self.name, None, started_at=started_at, status=STATUS_FAILED, error=error)
+
+    def provenance(self, failed: int = 0) -> dict:
+        export = self.export
+        info: dict[str, Any] = {
+            "kind": self.kind,
+            "standin": export.standin if export else None,
+            "source": export.source if export else None,
+            "revision": export.revision if export else None,
+            "replay_file": None, "replay_sha256": None,
+            "onnx_file_size": export.onnx_file_size if export else None,
+            "onnx_sha256": export.onnx_sha256 if export else None,
+            "parameters": export.parameters if export else None,
+            "architecture": export.architecture if export else None,
+            "variant": export.variant if export else None,
+            "source_kind": export.source_kind if export else None,
+            "metadata_file": str((self.repository / self.name / METADATA_FILENAME).resolve()) if export else None,
+            "missing_ids": 0, "failed": failed,
+        }
+        if self.model is not None:
+            info["triton"] = {
+                "platform": self.model.platform, "versions": list(self.model.versions),
+                "inputs": [f"{t.name}:{t.datatype}" for t in self.model.inputs],
+                "outputs": [f"{t.name}:{t.datatype}" for t in self.model.outputs],
+                "max_batch_size": self.model.max_batch_size,
+            }
+        return info

@@ -1,0 +1,90 @@
+"""`abqa evaluate`: the command-line edge of the evaluation stage."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import datetime
+from pathlib import Path
+
+from abqa.core.config import DEFAULT_ARMS, DEFAULT_MODEL_REPOSITORY, DEFAULT_RUNS_DIR, split_csv
+
+EXIT_INTERRUPTED, EXIT_FAILED = 130, 1
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="answer every SQuAD question with every arm through Triton, scored the official way (EM/F1) and timed",
+        description="Paired SQuAD v1.1 evaluation: every question answered by every arm (Triton models over KServe "
+        "v2, and/or prediction files replayed as arms), scored with the official EM/F1, timed end to end, and "
+        "appended to <out>/eval.jsonl as it goes, with <out>/meta.json describing the run. Re-running with the "
+        "same --out resumes; Ctrl+C stops with everything saved.",
+    )
+    data = parser.add_argument_group("data")
+    data.add_argument("--squad", default=None, metavar="PATH|squad|shared|builtin",
+                      help="a SQuAD v1.1 JSON file; `squad`: the Hugging Face hub's validation split (needs `datasets` "
+                      "and network); `shared`: ../shared/data/squad-v1.1/dev-v1.1.json; `builtin`: the small built-in "
+                      "sample. Default: shared if present, else the hub if reachable, else the built-in sample")
+    data.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N questions (after --sample)")
+    data.add_argument("--sample", type=int, default=None, metavar="N", help="a seeded random subset of N questions")
+    data.add_argument("--seed", type=int, default=0, help="seed of --sample and of --order random (default: %(default)s)")
+
+    arms = parser.add_argument_group("arms")
+    arms.add_argument("--arms", default=None, metavar="A,B",
+                      help="arms served by Triton, by model name (default: "
+                      f"{','.join(DEFAULT_ARMS)} unless only --replay arms are given)")
+    arms.add_argument("--replay", action="append", default=[], metavar="NAME=PREDICTIONS.json",
+                      help="a SQuAD prediction file (question id -> answer) as an arm without latency; repeatable")
+    arms.add_argument("--url", default=None,
+                      help="Triton's address, host:port (default: 127.0.0.1:8001 for grpc, 127.0.0.1:8000 for http)")
+    arms.add_argument("--protocol", choices=("grpc", "http"), default="grpc", help="default: %(default)s")
+    arms.add_argument("--model-repository", type=Path, default=DEFAULT_MODEL_REPOSITORY,
+                      help="where each served arm's tokenizer/ and abqa-metadata.json are (default: %(default)s)")
+    arms.add_argument("--start-server", action="store_true",
+                      help="start `abqa serve` on --model-repository (free loopback ports) for this run and stop it after")
+
+    run = parser.add_argument_group("run")
+    run.add_argument("--order", choices=("random", "interleaved", "parallel"), default="random",
+                     help="arm order per question: random (drawn from the seed), interleaved (rotating), parallel "
+                     "(all served arms in flight at once) (default: %(default)s)")
+    run.add_argument("--out", type=Path, default=None,
+                     help="run folder (default: <runs-dir>/<name>); an existing one is resumed")
+    run.add_argument("--name", default=None, help="run name (default: eval-<date>-<time>)")
+    run.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR, help="default: %(default)s")
+    run.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS", help="per request (default: %(default)s)")
+    run.add_argument("--retries", type=int, default=3,
+                     help="retries of a request after a transient server error, with backoff (default: %(default)s)")
+    run.add_argument("--retry-failed", action="store_true",
+                     help="when resuming, ask again for the (question, arm) pairs recorded as failed")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(run=run_command)
+
+
+def build_options(args: argparse.Namespace):
+    from abqa.client.arms import parse_replay_spec
+    from abqa.client.runner import EvalOptions
+    from abqa.client.triton import RetryPolicy
+
+    replays = [parse_replay_spec(text) for text in args.replay]
+    if args.arms is not None:
+        served = split_csv(args.arms)
+    else:
+        served = [] if replays else list(DEFAULT_ARMS)
+    out = args.out or args.runs_dir / (args.name or datetime.now().strftime("eval-%Y%m%d-%H%M%S"))
+    return EvalOptions(
+        out=out, squad=args.squad, limit=args.limit, sample=args.sample, seed=args.seed,
+        arms=served, replays=replays, url=args.url, protocol=args.protocol, order=args.order,
+        model_repository=args.model_repository, timeout_s=args.timeout,
+        retry=RetryPolicy(attempts=max(1, args.retries + 1)), retry_failed=args.retry_failed,
+        start_server=args.start_server, progress=False if args.no_progress else None,
+    )
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from abqa.client.runner import STATUS_COMPLETE, STATUS_INTERRUPTED, print_result, run_evaluation
+
+    result = run_evaluation(build_options(args))
+    print_result(result)
+    if result.status == STATUS_COMPLETE:
+        return 0
+    return EXIT_INTERRUPTED if result.status == STATUS_INTERRUPTED else EXIT_FAILED

@@ -1,0 +1,560 @@
+"""The evaluation run: every question answered by every arm, scored, timed and appended to runs/<name>/eval.jsonl.
+
+Side effects live here: the run folder, resuming, signals, worker threads, the server's process.
+Nothing is lost: a record is appended and fsynced as soon as it is complete; a re-run with the same `--out`
+skips the (id, arm) pairs already in eval.jsonl; SIGINT/SIGTERM or a server that dies ends the run with
+meta.json saying so and how to resume; a question that still fails after retries is recorded as failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import random
+import shlex
+import signal
+import sys
+import threading
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from abqa.core import config as core_config
+from abqa.core.errors import AbqaError
+from abqa.core.io import read_jsonl, write_json_atomic
+from abqa.core.machine import machine_info, package_versions
+from abqa.core.records import EVAL_FILENAME, META_FILENAME, STANDIN_WARNING, EvalRecord
+from abqa.core.squad import SquadDataset, SquadQuestion, resolve_squad, select_questions
+from abqa.client.arms import STATUS_FAILED, ReplayArm, ServedArm, utc_now
+from abqa.client.resources import PeakSampler, client_peak_rss_mb, find_server_process
+from abqa.client.summary import ArmSummary, format_table, summarize
+from abqa.client.triton import InferFailed, RetryPolicy, normalize_url
+
+log = logging.getLogger(__name__)
+
+ORDERS = ("random", "interleaved", "parallel")
+STATUS_RUNNING, STATUS_COMPLETE, STATUS_INTERRUPTED, STATUS_FAILED_RUN = "running", "complete", "interrupted", "failed"
+# Replayed records cost nothing to make: write them in blocks rather than one fsync each.
+_REPLAY_BLOCK = 500
+
+
+@dataclass
+class EvalOptions:
+    out: Path
+    squad: str | None = None
+    limit: int | None = None
+    sample: int | None = None
+    seed: int = 0
+    arms: list[str] = field(default_factory=list)                     # served arms (Triton model names)
+    replays: list[tuple[str, Path]] = field(default_factory=list)     # (arm name, predictions file)
+    url: str | None = None
+    protocol: str = "grpc"
+    order: str = "random"
+    model_repository: Path = core_config.DEFAULT_MODEL_REPOSITORY
+    timeout_s: float = 60.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    retry_failed: bool = False
+    start_server: bool = False
+    progress: bool | None = None                                      # None: a bar when stderr is a terminal
+
+    @property
+    def arm_names(self) -> list[str]:
+        return [*self.arms, *(name for name, _ in self.replays)]
+
+    def resolved_url(self) -> str:
+        default = f"{core_config.DEFAULT_HOST}:{core_config.GRPC_PORT if self.protocol == 'grpc' else core_config.HTTP_PORT}"
+        return normalize_url(self.url or default, self.protocol)
+
+
+@dataclass
+class EvalResult:
+    out: Path
+    status: str
+    summaries: list[ArmSummary]
+    message: str = ""
+    resume_command: str | None = None
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM: stop after saving (a BaseException so that no `except Exception` swallows it)."""
+
+
+class ServerGone(Exception):
+    """The server stopped answering altogether: nothing more can be evaluated in this run."""
+
+
+# --- pure pieces ---------------------------------------------------------------------------------------------------
+
+
+def validate_options(options: EvalOptions) -> None:
+    if options.order not in ORDERS:
+        raise AbqaError(f"--order {options.order!r}: use one of {', '.join(ORDERS)}")
+    names = options.arm_names
+    if not names:
+        raise AbqaError("no arm to evaluate: give --arms (served by Triton) and/or --replay NAME=FILE")
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise AbqaError(f"arm name(s) given twice: {', '.join(duplicates)}; every arm needs its own name")
+    for name in options.arms:
+        core_config.validate_arm_name(name)
+
+
+def arm_order(arms: Sequence[str], order: str, seed: int, question_id: str, position: int) -> list[str]:
+    """The order in which the arms answer one question.
+
+    random: a permutation drawn from (seed, question id), so a resumed run draws the same one;
+    interleaved: the arm list rotated by the question's position (A,B then B,A ...), so each arm goes first
+    equally often; parallel: the given order (all are sent at once anyway).
+    """
+    arms = list(arms)
+    if order == "random":
+        random.Random(f"{seed}:{question_id}").shuffle(arms)
+        return arms
+    if order == "interleaved" and arms:
+        shift = position % len(arms)
+        return arms[shift:] + arms[:shift]
+    return arms
+
+
+def options_to_argv(options: EvalOptions) -> list[str]:
+    """The `abqa evaluate` arguments that repeat this run into the same folder (the resume command)."""
+    argv = ["evaluate"]
+    if options.squad:
+        argv += ["--squad", options.squad]
+    if options.limit is not None:
+        argv += ["--limit", str(options.limit)]
+    if options.sample is not None:
+        argv += ["--sample", str(options.sample)]
+    argv += ["--seed", str(options.seed), "--order", options.order]
+    if options.arms:
+        argv += ["--arms", ",".join(options.arms)]
+        argv += ["--url", options.url or options.resolved_url(), "--protocol", options.protocol]
+        argv += ["--model-repository", str(options.model_repository)]
+        if options.start_server:
+            argv.append("--start-server")
+    for name, path in options.replays:
+        argv += ["--replay", f"{name}={path}"]
+    argv += ["--out", str(options.out)]
+    return argv
+
+
+def resume_command(options: EvalOptions) -> str:
+    return shlex.join(["abqa", *options_to_argv(options)])
+
+
+def check_resumable(previous: dict, dataset: SquadDataset, options: EvalOptions) -> None:
+    """A folder continues only the same evaluation: same data, same subset, same order."""
+    where = f"--out {options.out}"
+    old = previous.get("dataset", {})
+    if old.get("sha256") and old["sha256"] != dataset.sha256:
+        raise AbqaError(f"{where} holds a run on another data set ({old.get('path')}, sha256 {old['sha256'][:12]}) "
+                        f"than this one ({dataset.path}, sha256 {dataset.sha256[:12]}); use another --out")
+    for key, value in (("limit", options.limit), ("sample", options.sample)):
+        if key in old and old[key] != value:
+            raise AbqaError(f"{where} holds a run with --{key} {old[key]}, this one has --{key} {value}; "
+                            "use the same settings to resume, or another --out")
+    if options.sample is not None and old.get("seed") is not None and old["seed"] != options.seed:
+        raise AbqaError(f"{where} holds a run sampled with --seed {old['seed']}, this one has --seed {options.seed}; "
+                        "use the same seed to resume, or another --out")
+    if previous.get("order") and previous["order"] != options.order:
+        raise AbqaError(f"{where} holds a run in --order {previous['order']}, this one asks for {options.order}; "
+                        "mixing orders in one run would bias the comparison: use the same order, or another --out")
+    for name, path in options.replays:
+        arm = previous.get("arms", {}).get(name, {})
+        if arm.get("kind") == "served":
+            raise AbqaError(f"{where}: arm {name} was a served arm in this run; give the replay another name")
+
+
+# --- files ---------------------------------------------------------------------------------------------------------
+
+
+def repair_torn_tail(path: Path) -> bool:
+    """Cut a last line the writer did not finish (killed mid-write), so that new records start on a fresh line."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return False
+    with open(path, "rb+") as handle:
+        data = handle.read()
+        if data.endswith(b"\n"):
+            return False
+        handle.truncate(data.rfind(b"\n") + 1)
+    log.warning("%s: dropped a torn last line (the previous run was killed while writing it)", path)
+    return True
+
+
+def load_records(path: Path) -> list[EvalRecord]:
+    if not path.is_file():
+        return []
+    repair_torn_tail(path)
+    return [EvalRecord.from_dict(record) for record in read_jsonl(path)]
+
+
+def rewrite_records(path: Path, records: list[EvalRecord]) -> None:
+    """Replace eval.jsonl atomically (only --retry-failed does this)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record.to_dict(), ensure_ascii=False) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+class StopSignals:
+    """SIGINT/SIGTERM raise Interrupted in the main thread, but never in the middle of writing a record."""
+
+    def __init__(self) -> None:
+        self._critical = 0
+        self._pending: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum, _frame) -> None:
+        if self._critical:
+            self._pending = signum
+            return
+        raise Interrupted(signal.Signals(signum).name)
+
+    @contextlib.contextmanager
+    def critical(self) -> Iterator[None]:
+        self._critical += 1
+        try:
+            yield
+        finally:
+            self._critical -= 1
+        if not self._critical and self._pending is not None:
+            signum, self._pending = self._pending, None
+            raise Interrupted(signal.Signals(signum).name)
+
+
+class RecordWriter:
+    """Appends records to eval.jsonl and fsyncs; replayed records are buffered into blocks."""
+
+    def __init__(self, path: Path, stop: StopSignals):
+        self.path = path
+        self.stop = stop
+        self.buffer: list[EvalRecord] = []
+        self.written: list[EvalRecord] = []
+
+    def __enter__(self) -> "RecordWriter":
+        self.handle = open(self.path, "a", encoding="utf-8")
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        try:
+            self.flush()
+        finally:
+            self.handle.close()
+
+    def add(self, records: Sequence[EvalRecord], *, durable: bool) -> None:
+        self.buffer.extend(records)
+        if durable or len(self.buffer) >= _REPLAY_BLOCK:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.buffer:
+            return
+        with self.stop.critical():
+            text = "".join(json.dumps(record.to_dict(), ensure_ascii=False) + "\n" for record in self.buffer)
+            self.handle.write(text)
+            self.handle.flush()
+            os.fsync(self.handle.fileno())
+            self.written.extend(self.buffer)
+            self.buffer = []
+
+
+# --- the run -------------------------------------------------------------------------------------------------------
+
+
+class _Worker:
+    """One thread per served arm: its Triton client lives and is used only there (tritonclient is not thread-safe)."""
+
+    def __init__(self, arm: ServedArm):
+        self.arm = arm
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"arm-{arm.name}")
+
+    def submit(self, fn, *args) -> Future:
+        return self.executor.submit(fn, *args)
+
+    def shutdown(self) -> None:
+        self.executor.submit(self.arm.close)
+        self.executor.shutdown(wait=False, cancel_futures=False)
+
+
+def answer_or_fail(arm: ServedArm, question: SquadQuestion) -> EvalRecord:
+    """A served answer, or a failed record; ServerGone when the server no longer answers at all."""
+    started_at = utc_now()
+    try:
+        return arm.answer(question)
+    except InferFailed as exc:
+        if exc.transient and not arm.client.server_live():
+            raise ServerGone(f"the server at {arm.protocol}://{arm.client.url} stopped answering "
+                             f"(arm {arm.name}, question {question.id}: {exc})") from None
+        log.warning("arm %s, question %s: failed: %s", arm.name, question.id, exc)
+        return arm.failed_record(question, started_at, str(exc))
+    except Exception as exc:  # noqa: BLE001 - one bad question must not end the run; it is recorded
+        log.warning("arm %s, question %s: failed: %s: %s", arm.name, question.id, type(exc).__name__, exc)
+        return arm.failed_record(question, started_at, f"{type(exc).__name__}: {exc}")
+
+
+def run_evaluation(options: EvalOptions) -> EvalResult:
+    validate_options(options)
+    dataset = resolve_squad(options.squad)
+    questions = select_questions(dataset, limit=options.limit, sample=options.sample, seed=options.seed)
+    out = Path(options.out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta_path, eval_path = out / META_FILENAME, out / EVAL_FILENAME
+    previous = _read_previous_meta(meta_path)
+    check_resumable(previous, dataset, options)
+
+    existing = load_records(eval_path)
+    if options.retry_failed and any(r.status == STATUS_FAILED for r in existing):
+        kept = [r for r in existing if r.status != STATUS_FAILED]
+        log.warning("--retry-failed: asking again for %d failed (id, arm) pair(s)", len(existing) - len(kept))
+        rewrite_records(eval_path, kept)
+        existing = kept
+    done = {(record.id, record.arm) for record in existing}
+    if done:
+        log.warning("resuming %s: %d (id, arm) pair(s) already done are skipped", out, len(done))
+
+    split_ids = set(dataset.ids())
+    replays = {name: ReplayArm.load(name, Path(path), split_ids) for name, path in options.replays}
+    _check_replay_files(previous, replays, out)
+
+    server_handle = None
+    workers: dict[str, _Worker] = {}
+    url = options.resolved_url()
+    status, message = STATUS_FAILED_RUN, ""
+    sampler = PeakSampler(None)
+    server_info: dict = {"kind": None, "url": None, "protocol": None, "pid": None, "peak_rss_mb": None}
+    writer: RecordWriter | None = None
+    try:
+        if options.arms:
+            if options.start_server:
+                server_handle = _start_server(options)
+                url = server_handle.grpc_url if options.protocol == "grpc" else server_handle.http_address
+            for name in options.arms:
+                arm = ServedArm(name, Path(options.model_repository), url, options.protocol, options.timeout_s,
+                                options.retry)
+                workers[name] = _Worker(arm)
+                workers[name].submit(arm.connect).result()
+            found = find_server_process(url)
+            if server_handle is not None:
+                server_info.update(kind="abqa-serve", pid=server_handle.pid)
+            elif found is not None:
+                server_info.update(kind=found.kind, pid=found.pid)
+            else:
+                server_info.update(kind="triton")
+            server_info.update(url=url, protocol=options.protocol)
+            server_info["triton_version"] = _server_version(workers)
+            sampler = PeakSampler(server_info["pid"])
+        meta = _build_meta(options, dataset, questions, previous, workers, replays, existing, server_info,
+                           STATUS_RUNNING, sampler)
+        write_json_atomic(meta_path, meta)
+        _announce_arms(workers, replays)
+
+        with StopSignals() as stop, sampler, RecordWriter(eval_path, stop) as writer:
+            _evaluate(questions, options, workers, replays, done, writer, stop)
+        status = STATUS_COMPLETE
+    except Interrupted as exc:
+        status, message = STATUS_INTERRUPTED, f"interrupted by {exc}"
+    except ServerGone as exc:
+        status, message = STATUS_FAILED_RUN, str(exc)
+    except BaseException as exc:
+        message = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        for worker in workers.values():
+            worker.shutdown()
+        if server_handle is not None:
+            with contextlib.suppress(Exception):
+                server_info["peak_rss_mb"] = sampler.peak_mb
+            server_handle.stop()
+        records = existing + (writer.written if writer is not None else [])
+        if meta_path.exists() or records:
+            final = _build_meta(options, dataset, questions, previous, workers, replays, records, server_info,
+                                status, sampler, message)
+            write_json_atomic(meta_path, final)
+    summaries = summarize(records, options.arm_names, _kinds(options), {q.id for q in questions})
+    resume = resume_command(options) if status != STATUS_COMPLETE else None
+    return EvalResult(out, status, summaries, message, resume)
+
+
+def _evaluate(questions: list[SquadQuestion], options: EvalOptions, workers: dict[str, _Worker],
+              replays: dict[str, ReplayArm], done: set[tuple[str, str]], writer: RecordWriter, stop: StopSignals) -> None:
+    from tqdm import tqdm
+
+    arms = options.arm_names
+    remaining = [(position, q) for position, q in enumerate(questions) if any((q.id, arm) not in done for arm in arms)]
+    show = options.progress if options.progress is not None else sys.stderr.isatty()
+    failed = 0
+    with tqdm(total=len(questions), initial=len(questions) - len(remaining), unit="q", desc="evaluate",
+              disable=not show, dynamic_ncols=True) as bar:
+        for position, question in remaining:
+            pending = [arm for arm in arm_order(arms, options.order, options.seed, question.id, position)
+                       if (question.id, arm) not in done]
+            if options.order == "parallel":
+                records = _answer_parallel(question, pending, workers, replays, writer)
+            else:
+                records = []
+                for arm in pending:
+                    if arm in replays:
+                        record = replays[arm].answer(question)
+                        writer.add([record], durable=False)
+                    else:
+                        record = workers[arm].submit(answer_or_fail, workers[arm].arm, question).result()
+                        writer.add([record], durable=True)
+                    records.append(record)
+            failed += sum(record.status == STATUS_FAILED for record in records)
+            bar.update(1)
+            if failed:
+                bar.set_postfix(failed=failed, refresh=False)
+
+
+def _answer_parallel(question: SquadQuestion, pending: list[str], workers: dict[str, _Worker],
+                     replays: dict[str, ReplayArm], writer: RecordWriter) -> list[EvalRecord]:
+    """Every served arm in flight at once; each record is written as soon as its arm is done."""
+    futures = {workers[arm].submit(answer_or_fail, workers[arm].arm, question): arm for arm in pending if arm in workers}
+    records = [replays[arm].answer(question) for arm in pending if arm in replays]
+    writer.add(records, durable=False)
+    not_done = set(futures)
+    error: BaseException | None = None
+    while not_done:
+        finished, not_done = wait(not_done, return_when=FIRST_EXCEPTION)
+        for future in finished:
+            if future.exception() is not None:
+                error = error or future.exception()
+                continue
+            record = future.result()
+            writer.add([record], durable=True)
+            records.append(record)
+    if error is not None:
+        raise error
+    return records
+
+
+def _start_server(options: EvalOptions):
+    from abqa.serve.process import start_server
+
+    log.warning("starting abqa serve on %s for arms %s", options.model_repository, ", ".join(options.arms))
+    return start_server(options.model_repository, arms=options.arms)
+
+
+def _server_version(workers: dict[str, _Worker]) -> str | None:
+    if not workers:
+        return None
+    worker = next(iter(workers.values()))
+    try:
+        metadata = worker.submit(worker.arm.client.server_metadata).result()
+        return f"{metadata.get('name', '')} {metadata.get('version', '')}".strip() or None
+    except AbqaError:
+        return None
+
+
+def _read_previous_meta(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise AbqaError(f"{path}: not valid JSON ({exc.msg}); delete it to start this folder afresh") from None
+
+
+def _check_replay_files(previous: dict, replays: dict[str, ReplayArm], out: Path) -> None:
+    for name, arm in replays.items():
+        old = previous.get("arms", {}).get(name, {})
+        if old.get("replay_sha256") and old["replay_sha256"] != arm.sha256:
+            raise AbqaError(f"--out {out}: arm {name} was replayed from a different file "
+                            f"(sha256 {old['replay_sha256'][:12]}, now {arm.sha256[:12]}); "
+                            "give it another name or use another --out")
+
+
+def _kinds(options: EvalOptions) -> dict[str, str]:
+    return {**{name: "served" for name in options.arms}, **{name: "replay" for name, _ in options.replays}}
+
+
+def _announce_arms(workers: dict[str, _Worker], replays: dict[str, ReplayArm]) -> None:
+    for name, worker in workers.items():
+        export = worker.arm.export
+        if export is not None and export.standin:
+            log.warning("arm %s is a %s", name, STANDIN_WARNING)
+        log.info("arm %s: served by %s://%s, inputs %s", name, worker.arm.protocol, worker.arm.client.url,
+                 ", ".join(worker.arm.model.input_names))
+    for name, replay in replays.items():
+        log.info("arm %s: replay of %s (%d predictions)", name, replay.path, len(replay.predictions))
+
+
+def _build_meta(options: EvalOptions, dataset: SquadDataset, questions: list[SquadQuestion], previous: dict,
+                workers: dict[str, _Worker], replays: dict[str, ReplayArm], records: list[EvalRecord],
+                server_info: dict, status: str, sampler: PeakSampler, message: str = "") -> dict:
+    """meta.json: what was evaluated, with what, where, and how it ended (read by the analysis stage)."""
+    question_ids = {q.id for q in questions}
+    summaries = summarize(records, options.arm_names, _kinds(options), question_ids)
+    by_arm = {summary.arm: summary for summary in summaries}
+    arms = dict(previous.get("arms", {}))
+    for name, worker in workers.items():
+        arms[name] = worker.arm.provenance(failed=by_arm[name].failed)
+    for name, replay in replays.items():
+        missing = sum(1 for q in questions if q.id not in replay.predictions)
+        arms[name] = replay.provenance(missing)
+    old_server = previous.get("server") or {}
+    server = dict(server_info)
+    server["peak_rss_mb"] = _max_or_none(sampler.peak_mb, server.get("peak_rss_mb"),
+                                         old_server.get("peak_rss_mb") if old_server.get("url") == server.get("url") else None)
+    old_client = (previous.get("client") or {}).get("peak_rss_mb")
+    return {
+        "name": Path(options.out).name,
+        "created_at": previous.get("created_at") or utc_now(),
+        "updated_at": utc_now(),
+        "sessions": int(previous.get("sessions", 0)) + 1,  # this session included
+        "dataset": {
+            "source": dataset.source, "path": dataset.path, "sha256": dataset.sha256, "version": dataset.version,
+            "questions": len(dataset), "evaluated_questions": len(questions),
+            "limit": options.limit, "sample": options.sample, "seed": options.seed,
+        },
+        "order": options.order,
+        "seed": options.seed,
+        "qa": {"max_seq_length": core_config.MAX_SEQ_LENGTH, "doc_stride": core_config.DOC_STRIDE,
+               "n_best": core_config.N_BEST, "max_answer_length": core_config.MAX_ANSWER_LENGTH,
+               "pad_multiple": core_config.PAD_MULTIPLE},
+        "arms": arms,
+        "server": server if options.arms else {**server, "kind": None},
+        "client": {"peak_rss_mb": _max_or_none(client_peak_rss_mb(), old_client)},
+        "versions": package_versions(),
+        "machine": machine_info(),
+        "status": status,
+        "message": message or None,
+        "resume_command": resume_command(options) if status != STATUS_COMPLETE else None,
+        "records": len(records),
+        "summary": {summary.arm: summary.to_dict() for summary in summaries},
+    }
+
+
+def _max_or_none(*values: float | None) -> float | None:
+    present = [value for value in values if value is not None]
+    return max(present) if present else None
+
+
+def print_result(result: EvalResult, out=None) -> None:
+    """The summary table on stdout; how the run ended (and how to resume) on stderr."""
+    out = out or sys.stdout
+    print(format_table(result.summaries), file=out)
+    print(f"records: {result.out / EVAL_FILENAME}, metadata: {result.out / META_FILENAME}", file=out)
+    if result.status != STATUS_COMPLETE:
+        print(f"abqa evaluate: {result.status}: {result.message}. Everything answered so far is saved in "
+              f"{result.out / EVAL_FILENAME}; resume with:\n  {result.resume_command}", file=sys.stderr)
+    failed = sum(summary.failed for summary in result.summaries)
+    if failed:
+        print(f"abqa evaluate: {failed} (question, arm) pair(s) failed and score 0; re-run with --retry-failed "
+              "to ask for them again", file=sys.stderr)

@@ -1,0 +1,70 @@
+"""Per-arm totals of an evaluation (EM, F1, latency percentiles) and the table printed at the end of a run."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from abqa.core.records import EvalRecord
+
+
+@dataclass(frozen=True)
+class ArmSummary:
+    arm: str
+    kind: str
+    questions: int          # records of this arm over the run's questions
+    ok: int
+    failed: int
+    missing: int
+    exact_match: float      # percent, over all the questions (failed and missing score 0)
+    f1: float               # percent
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    latency_mean_ms: float | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def summarize(records: Iterable[EvalRecord], arms: Sequence[str], kinds: dict[str, str] | None = None,
+              question_ids: set[str] | None = None) -> list[ArmSummary]:
+    """One summary per arm in `arms` order; only records of `question_ids` count when given."""
+    by_arm: dict[str, list[EvalRecord]] = {arm: [] for arm in arms}
+    for record in records:
+        if record.arm in by_arm and (question_ids is None or record.id in question_ids):
+            by_arm[record.arm].append(record)
+    summaries = []
+    for arm, arm_records in by_arm.items():
+        latencies = np.array([r.latency_ms for r in arm_records if r.status == "ok" and r.latency_ms is not None])
+        count = len(arm_records)
+        summaries.append(ArmSummary(
+            arm=arm,
+            kind=(kinds or {}).get(arm, ""),
+            questions=count,
+            ok=sum(r.status == "ok" for r in arm_records),
+            failed=sum(r.status == "failed" for r in arm_records),
+            missing=sum(r.status == "missing" for r in arm_records),
+            exact_match=100.0 * sum(r.em for r in arm_records) / count if count else 0.0,
+            f1=100.0 * sum(r.f1 for r in arm_records) / count if count else 0.0,
+            latency_p50_ms=float(np.percentile(latencies, 50)) if latencies.size else None,
+            latency_p95_ms=float(np.percentile(latencies, 95)) if latencies.size else None,
+            latency_mean_ms=float(latencies.mean()) if latencies.size else None,
+        ))
+    return summaries
+
+
+def format_table(summaries: Sequence[ArmSummary]) -> str:
+    header = ["arm", "kind", "questions", "failed", "missing", "EM", "F1", "p50 ms", "p95 ms"]
+    rows = [[s.arm, s.kind, str(s.questions), str(s.failed), str(s.missing), f"{s.exact_match:.3f}", f"{s.f1:.3f}",
+             _ms(s.latency_p50_ms), _ms(s.latency_p95_ms)] for s in summaries]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+             for row in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _ms(value: float | None) -> str:
+    return f"{value:.1f}" if value is not None else "-"

@@ -1,0 +1,361 @@
+"""`abqa serve`: a real Triton Inference Server (PyTriton's tritonserver) serving every arm of the repository.
+
+PyTriton's tritonserver has only the python backend, so each arm is bound as a PyTriton inference callable
+that runs an ONNX Runtime CPU session in this process; Triton in front of it does the protocol (KServe v2 over
+HTTP and gRPC), the dynamic batching, the statistics and the metrics, with the tensors, max_batch_size,
+batching and instance count that the arm's config.pbtxt declares. This is the side-effect edge of the stage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from abqa.core.config import DEFAULT_HOST, GRPC_PORT, HTTP_PORT, METRICS_PORT
+from abqa.core.errors import AbqaError
+from abqa.serve.process import READY_PREFIX
+from abqa.serve.repository import ServedArm, SessionPlan, discover_arms, plan_sessions, read_served_arm, select_arms
+
+log = logging.getLogger(__name__)
+
+# Triton's repository API (load/unload) stays behind PyTriton's access token; statistics, metadata, health
+# and inference are open, as on the official server, because evaluate and loadtest read them.
+RESTRICTED_ENDPOINTS = ["model-repository", "shared-memory", "trace", "logging"]
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    repository: Path
+    arms: tuple[str, ...] = ()
+    host: str = DEFAULT_HOST
+    http_port: int = HTTP_PORT
+    grpc_port: int = GRPC_PORT
+    metrics_port: int = METRICS_PORT
+    threads: int | None = None            # ONNX Runtime intra-op threads per session (None: planned)
+    instances: int | None = None          # instances per model (None: config.pbtxt's instance_group count)
+    ready_timeout_s: float = 180.0
+    triton_log: Path | None = None        # keep tritonserver's log here (default: a temporary file)
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return {"HTTP": self.http_port, "gRPC": self.grpc_port, "metrics": self.metrics_port}
+
+
+class _Stop(BaseException):
+    """SIGINT or SIGTERM: unwind from wherever the main thread is, through the clean-up below."""
+
+
+def load_arms(repository: Path, requested: tuple[str, ...] | list[str] | None) -> list[ServedArm]:
+    names = select_arms(discover_arms(repository), list(requested or ()))
+    return [read_served_arm(repository, name) for name in names]
+
+
+def check_ports_free(host: str, ports: dict[str, int]) -> None:
+    """A port in use would make tritonserver exit with a log line nobody sees; say which one, before starting."""
+    seen: dict[int, str] = {}
+    for label, port in ports.items():
+        if port in seen:
+            raise AbqaError(f"the {label} and {seen[port]} ports are both {port}; give each its own")
+        seen[port] = label
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            # Servers set SO_REUSEADDR too, so a port left in TIME_WAIT by a previous run is not "in use".
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                raise AbqaError(
+                    f"{label} port {port} on {host} is not available ({exc.strerror}); "
+                    f"stop what uses it or pass --{label.lower()}-port"
+                ) from exc
+
+
+def make_infer_callable(session, output_names: list[str]) -> Callable:
+    """A PyTriton inference callable: `@batch` hands it the dynamic batch as one array per input."""
+    from pytriton.decorators import batch
+
+    @batch
+    def infer(**inputs):
+        # Triton batches only requests of equal shape (the inputs are not ragged), so one run serves them all.
+        results = session.run(output_names, inputs)
+        return dict(zip(output_names, results))
+
+    return infer
+
+
+def pytriton_binding(arm: ServedArm):
+    """inputs, outputs and ModelConfig for `Triton.bind`, as config.pbtxt declares them."""
+    from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
+
+    from abqa.serve.session import numpy_dtype
+
+    inputs = [Tensor(name=s.name, dtype=numpy_dtype(s.data_type), shape=s.dims) for s in arm.inputs]
+    outputs = [Tensor(name=s.name, dtype=numpy_dtype(s.data_type), shape=s.dims) for s in arm.outputs]
+    batching = arm.max_batch_size > 0
+    # No dynamic_batching in config.pbtxt means none on the official server either: PyTriton then writes none.
+    batcher = DynamicBatcher(
+        max_queue_delay_microseconds=arm.max_queue_delay_us,
+        preferred_batch_size=list(arm.preferred_batch_sizes) or None,
+    ) if arm.dynamic_batching else None
+    config = ModelConfig(batching=batching, max_batch_size=arm.max_batch_size if batching else 0, batcher=batcher)
+    return inputs, outputs, config
+
+
+def build_callables(arm: ServedArm, plan: SessionPlan) -> list[Callable]:
+    """One ONNX Runtime session per instance, as the onnxruntime backend does."""
+    from abqa.serve.session import check_session_matches, create_session
+
+    callables = []
+    for _ in range(plan.instances):
+        session = create_session(arm.model_path, plan.intra_op_threads, arm=arm.name)
+        check_session_matches(session, arm.inputs, arm.outputs, arm.name)
+        callables.append(make_infer_callable(session, [spec.name for spec in arm.outputs]))
+    return callables
+
+
+def wait_until_answering(arms: list[ServedArm], http_address: str, timeout_s: float,
+                         server_alive: Callable[[], bool], log_tail: Callable[[], str]) -> None:
+    """Ready means answering: every model READY and one small request through Triton returns its outputs."""
+    import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
+
+    from abqa.serve.session import probe_inputs
+
+    deadline = time.monotonic() + timeout_s
+    client = httpclient.InferenceServerClient(http_address, connection_timeout=10, network_timeout=60)
+    try:
+        for arm in arms:
+            last_error = "not READY"
+            while True:
+                if not server_alive():
+                    raise AbqaError(f"tritonserver exited while loading arm {arm.name!r}; its log ends:\n{log_tail()}")
+                try:
+                    if client.is_model_ready(arm.name):
+                        requests = []
+                        for name, array in probe_inputs(arm.inputs).items():
+                            tensor = httpclient.InferInput(name, list(array.shape), _triton_type(arm, name))
+                            tensor.set_data_from_numpy(array)
+                            requests.append(tensor)
+                        result = client.infer(arm.name, requests)
+                        missing = [s.name for s in arm.outputs if result.as_numpy(s.name) is None]
+                        if not missing:
+                            break
+                        last_error = f"the answer lacks outputs {missing}"
+                except InferenceServerException as exc:
+                    last_error = str(exc)
+                except OSError as exc:  # connection refused while tritonserver starts
+                    last_error = str(exc)
+                if time.monotonic() > deadline:
+                    raise AbqaError(
+                        f"arm {arm.name!r} did not answer within {timeout_s:.0f} s ({last_error}); "
+                        f"tritonserver's log ends:\n{log_tail()}"
+                    )
+                time.sleep(0.2)
+    finally:
+        client.close()
+
+
+def _triton_type(arm: ServedArm, input_name: str) -> str:
+    return next(s.data_type for s in arm.inputs if s.name == input_name).removeprefix("TYPE_")
+
+
+def tail(path: Path, lines: int = 25) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
+
+
+def ready_report(arms: list[ServedArm], plans: dict[str, SessionPlan], options: ServeOptions, pid: int) -> str:
+    """What `abqa serve` prints once every model answers: URLs, then one line per model."""
+    host = "127.0.0.1" if options.host in ("0.0.0.0", "") else options.host
+    lines = [
+        f"{READY_PREFIX} (pid {pid}) http=http://{host}:{options.http_port} grpc={host}:{options.grpc_port} "
+        f"metrics=http://{host}:{options.metrics_port}/metrics",
+    ]
+    for arm in arms:
+        plan = plans[arm.name]
+        batching = (f"dynamic batching {list(arm.preferred_batch_sizes)} within {arm.max_queue_delay_us} us"
+                    if arm.max_batch_size > 0 else "no batching")
+        lines.append(
+            f"  {arm.name:<16} READY  max_batch_size {arm.max_batch_size}, {batching}, "
+            f"{plan.instances} instance(s) x {plan.intra_op_threads} ONNX Runtime thread(s)  [{arm.model_path}]"
+        )
+    if options.host not in ("127.0.0.1", "localhost", "::1"):
+        lines.append(f"  listening on {options.host}: reachable from other machines")
+    lines.append("Stop with Ctrl+C or SIGTERM.")
+    return "\n".join(lines)
+
+
+def serve(options: ServeOptions, *, out=None) -> int:
+    """Run until SIGINT/SIGTERM; every exit path stops tritonserver and the python backend stubs."""
+    import psutil
+
+    from abqa.core.machine import cpu_count
+    from abqa.serve.libpython import use_interpreter_libpython
+
+    out = out or sys.stdout
+    if not log.isEnabledFor(logging.DEBUG):
+        # PyTriton logs a dozen INFO lines per start; the ready report below says what matters.
+        logging.getLogger("pytriton").setLevel(logging.WARNING)
+    arms = load_arms(options.repository, options.arms)
+    plans = plan_sessions(arms, cpu_count(), threads=options.threads, instances=options.instances)
+    check_ports_free(options.host, options.ports)
+    use_interpreter_libpython()  # before tritonserver is spawned: it inherits our environment
+
+    # Sessions first: a model ONNX Runtime cannot load is an error naming its arm, before any server starts.
+    bindings = {arm.name: (build_callables(arm, plans[arm.name]), *pytriton_binding(arm)) for arm in arms}
+
+    from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
+
+    with contextlib.ExitStack() as stack:
+        if options.triton_log is None:
+            log_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="abqa-serve-")))
+            triton_log = log_dir / "tritonserver.log"
+        else:
+            triton_log = Path(options.triton_log).resolve()
+            triton_log.parent.mkdir(parents=True, exist_ok=True)
+        config = TritonConfig(
+            http_address=options.host, http_port=options.http_port,
+            grpc_address=options.host, grpc_port=options.grpc_port,
+            metrics_address=options.host, metrics_port=options.metrics_port,
+            log_file=triton_log, exit_timeout_secs=5, strict_readiness=True,
+            allow_gpu_metrics=False,  # CPU only; also keeps DCGM from printing 'Failed to initialize NVML'
+        )
+        triton = Triton(config=config, security_config=TritonSecurityConfig(restricted_endpoints=RESTRICTED_ENDPOINTS))
+        for arm in arms:
+            callables, inputs, outputs, model_config = bindings[arm.name]
+            triton.bind(model_name=arm.name, infer_func=callables, inputs=inputs, outputs=outputs,
+                        config=model_config, strict=False)
+
+        me = psutil.Process()
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+        def on_signal(signum, _frame):
+            # Ignore further signals while unwinding: the clean-up must run to the end.
+            for sig in previous:
+                signal.signal(sig, signal.SIG_IGN)
+            raise _Stop(signum)
+
+        for sig in previous:
+            signal.signal(sig, on_signal)
+        try:
+            # PyTriton starts tritonserver, then loads the models through its repository API; the main thread
+            # watches, so that a tritonserver that dies (bad flag, port taken meanwhile) is reported at once.
+            runner = _Runner(triton.run)
+            stack.callback(runner.release)
+            _watch_startup(runner, lambda: bool(_tritonservers(me)), triton_log)
+            run_error = runner.errors
+            if run_error:
+                raise AbqaError(f"Triton did not start: {run_error[0]}; tritonserver's log ends:\n{tail(triton_log)}")
+            local_host = "127.0.0.1" if options.host in ("0.0.0.0", "") else options.host
+            wait_until_answering(arms, f"{local_host}:{options.http_port}", options.ready_timeout_s,
+                                 lambda: bool(_tritonservers(me)), lambda: tail(triton_log))
+            print(ready_report(arms, plans, options, os.getpid()), file=out, flush=True)
+            while _tritonservers(me):
+                time.sleep(1.0)
+            raise AbqaError(f"tritonserver exited unexpectedly; its log ends:\n{tail(triton_log)}")
+        except _Stop as stop:
+            print(f"abqa serve: {signal.Signals(stop.args[0]).name} received, stopping", file=out, flush=True)
+            return 0
+        finally:
+            for sig in previous:
+                signal.signal(sig, signal.SIG_IGN)
+            # tritonserver and its python backend stubs, listed before it goes and the stubs lose their parent
+            # (multiprocessing's resource tracker, also our child, ends by itself when this process does).
+            server_tree = [p for server in _tritonservers(me) for p in (server, *_descendants(server))]
+            triton.stop()
+            _reap(server_tree)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+class _Runner:
+    """Runs PyTriton's `run()` in a thread that stays alive until released.
+
+    tritonserver is started with PR_SET_PDEATHSIG, which fires when the *thread* that forked it ends, not the
+    process: a thread that returned after `run()` would take the server down with it.
+    """
+
+    def __init__(self, fn: Callable[[], None]):
+        self.errors: list[BaseException] = []
+        self.done = threading.Event()
+        self._release = threading.Event()
+        self._thread = threading.Thread(target=self._main, args=(fn,), name="pytriton-run", daemon=True)
+        self._thread.start()
+
+    def _main(self, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except BaseException as exc:  # reported by the main thread with tritonserver's log
+            self.errors.append(exc)
+        finally:
+            self.done.set()
+        self._release.wait()
+
+    def release(self) -> None:
+        self._release.set()
+        self._thread.join(timeout=30)
+
+
+def _watch_startup(runner: _Runner, server_alive: Callable[[], bool], triton_log: Path,
+                   appear_timeout_s: float = 60.0) -> None:
+    seen = False
+    t0 = time.monotonic()
+    while not runner.done.wait(0.2):
+        if server_alive():
+            seen = True
+        elif seen or time.monotonic() - t0 > appear_timeout_s:
+            what = "exited" if seen else f"did not start within {appear_timeout_s:.0f} s"
+            raise AbqaError(f"tritonserver {what}; its log ends:\n{tail(triton_log)}")
+
+
+def _tritonservers(me) -> list:
+    import psutil
+
+    found = []
+    for child in me.children(recursive=False):
+        with contextlib.suppress(psutil.Error):
+            if child.name() == "tritonserver" and child.status() != psutil.STATUS_ZOMBIE:
+                found.append(child)
+    return found
+
+
+def _descendants(process) -> list:
+    import psutil
+
+    try:
+        return process.children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def _reap(processes: list, timeout_s: float = 10.0) -> None:
+    """No child left behind: whatever tritonserver's own shutdown did not end (a stuck stub) is killed."""
+    import psutil
+
+    unique = {p.pid: p for p in processes}.values()
+    _, alive = psutil.wait_procs(list(unique), timeout=timeout_s)
+    for process in alive:
+        log.warning("killing leftover process %d (%s)", process.pid, _name(process))
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    psutil.wait_procs(alive, timeout=5)
+
+
+def _name(process) -> str:
+    try:
+        return process.name()
+    except Exception:
+        return "?"

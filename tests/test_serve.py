@@ -1,0 +1,322 @@
+"""Serve stage: config.pbtxt read into bindings, thread planning, the libpython fix, clear errors, and a real
+Triton (`abqa serve`) that answers exactly like ONNX Runtime in-process, batches dynamically and leaves no process.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+from abqa.cli import main
+from abqa.core.errors import AbqaError
+from abqa.serve.libpython import interpreter_libdir, with_libdir_first
+from abqa.serve.repository import (
+    ServedArm,
+    discover_arms,
+    plan_sessions,
+    read_served_arm,
+    select_arms,
+)
+from abqa.serve.server import ServeOptions, check_ports_free, pytriton_binding, ready_report
+from abqa.serve.session import create_session
+
+QUESTION = "What is the capital of France?"
+CONTEXT = "Paris is the capital and most populous city of France, with an estimated population of two million."
+
+
+def copy_repository(source: Path, target: Path, arms=("bert", "distilbert")) -> Path:
+    for arm in arms:
+        shutil.copytree(source / arm, target / arm)
+    return target
+
+
+def served_arm(name="a", instances=1, threads=0) -> ServedArm:
+    return ServedArm(name, Path("m.onnx"), (), (), 8, True, (2, 4, 8), 2000, instances, threads)
+
+
+# --- reading the repository ------------------------------------------------------------------------------------
+
+
+def test_read_served_arm_takes_everything_from_config_pbtxt(tiny_repository):
+    bert = read_served_arm(tiny_repository, "bert")
+    assert bert.model_path == tiny_repository / "bert" / "1" / "model.onnx"
+    assert [s.name for s in bert.inputs] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert {s.data_type for s in bert.inputs} == {"TYPE_INT64"}
+    assert [(s.name, s.data_type, s.dims) for s in bert.outputs] == [
+        ("start_logits", "TYPE_FP32", (-1,)), ("end_logits", "TYPE_FP32", (-1,))]
+    assert bert.max_batch_size == 8 and bert.dynamic_batching
+    assert bert.preferred_batch_sizes == (2, 4, 8) and bert.max_queue_delay_us == 2000
+    assert bert.instances == 1 and bert.intra_op_threads == 1  # the fixture exports with 1 thread
+    assert [s.name for s in read_served_arm(tiny_repository, "distilbert").inputs] == ["input_ids", "attention_mask"]
+
+
+def test_discover_and_select_arms(tiny_repository, tmp_path):
+    assert discover_arms(tiny_repository) == ["bert", "distilbert"]
+    assert select_arms(["bert", "distilbert"], ["distilbert"]) == ["distilbert"]
+    assert select_arms(["bert", "distilbert"], None) == ["bert", "distilbert"]
+    with pytest.raises(AbqaError, match="xl not in the model repository"):
+        select_arms(["bert", "distilbert"], ["bert", "xl"])
+    with pytest.raises(AbqaError, match="not found"):
+        discover_arms(tmp_path / "missing")
+    with pytest.raises(AbqaError, match="no arm in it"):
+        discover_arms(tmp_path)
+
+
+@pytest.mark.parametrize("breakage, message", [
+    (lambda arm: (arm / "config.pbtxt").write_text("max_batch_size: eight\n"), "not a valid Triton model config"),
+    (lambda arm: (arm / "1" / "model.onnx").unlink(), "model.onnx is missing"),
+    (lambda arm: shutil.rmtree(arm / "1"), "no version folder"),
+    (lambda arm: (arm / "config.pbtxt").write_text(
+        (arm / "config.pbtxt").read_text().replace('backend: "onnxruntime"', 'backend: "pytorch"')), "backend 'pytorch'"),
+])
+def test_broken_arm_is_an_error_naming_the_arm(tiny_repository, tmp_path, breakage, message):
+    repository = copy_repository(tiny_repository, tmp_path / "repo", arms=("bert",))
+    breakage(repository / "bert")
+    with pytest.raises(AbqaError, match=message) as error:
+        read_served_arm(repository, "bert")
+    assert "arm 'bert'" in str(error.value)
+
+
+def test_a_model_onnx_runtime_cannot_load_is_an_error_naming_the_arm(tiny_repository, tmp_path):
+    repository = copy_repository(tiny_repository, tmp_path / "repo", arms=("distilbert",))
+    (repository / "distilbert" / "1" / "model.onnx").write_bytes(b"not an onnx graph")
+    with pytest.raises(AbqaError, match="arm 'distilbert': ONNX Runtime cannot load"):
+        create_session(read_served_arm(repository, "distilbert").model_path, 1, arm="distilbert")
+
+
+def pytriton_config_for(arm: ServedArm) -> dict:
+    """The model config PyTriton would hand tritonserver for this binding (its own generator, no server)."""
+    from pytriton.model_config.generator import ModelConfigGenerator
+    from pytriton.model_config.triton_model_config import TensorSpec, TritonModelConfig
+
+    inputs, outputs, config = pytriton_binding(arm)
+    triton_config = TritonModelConfig(
+        model_name=arm.name, max_batch_size=config.max_batch_size, batching=config.batching, batcher=config.batcher,
+        inputs=[TensorSpec(t.name, t.shape, t.dtype) for t in inputs],
+        outputs=[TensorSpec(t.name, t.shape, t.dtype) for t in outputs],
+    )
+    return ModelConfigGenerator(triton_config).get_config()
+
+
+def test_binding_declares_what_config_pbtxt_declares(tiny_repository, tmp_path):
+    generated = pytriton_config_for(read_served_arm(tiny_repository, "bert"))
+    assert generated["max_batch_size"] == 8
+    assert generated["dynamic_batching"] == {"maxQueueDelayMicroseconds": 2000, "preferredBatchSize": [2, 4, 8]}
+    assert [(t["name"], t["data_type"], t["dims"]) for t in generated["input"]] == [
+        (name, "TYPE_INT64", [-1]) for name in ("input_ids", "attention_mask", "token_type_ids")]
+    assert [(t["name"], t["data_type"], t["dims"]) for t in generated["output"]] == [
+        ("start_logits", "TYPE_FP32", [-1]), ("end_logits", "TYPE_FP32", [-1])]
+
+    # No dynamic_batching in config.pbtxt: none on the official server, so none here either.
+    repository = copy_repository(tiny_repository, tmp_path / "repo", arms=("distilbert",))
+    config_path = repository / "distilbert" / "config.pbtxt"
+    text = config_path.read_text()
+    config_path.write_text(text[:text.index("dynamic_batching")] + text[text.index("instance_group"):])
+    generated = pytriton_config_for(read_served_arm(repository, "distilbert"))
+    assert generated["max_batch_size"] == 8 and "dynamic_batching" not in generated
+
+
+# --- planning sessions and threads -----------------------------------------------------------------------------
+
+
+def test_plan_sessions_shares_the_cores():
+    arms = [served_arm("a"), served_arm("b")]
+    assert {n: (p.instances, p.intra_op_threads) for n, p in plan_sessions(arms, 8).items()} == {"a": (1, 4), "b": (1, 4)}
+    assert {p.intra_op_threads for p in plan_sessions(arms, 8, instances=2).values()} == {2}
+    assert {p.instances for p in plan_sessions(arms, 8, instances=2).values()} == {2}
+    assert {p.intra_op_threads for p in plan_sessions(arms, 1).values()} == {1}  # at least one
+    assert {p.intra_op_threads for p in plan_sessions(arms, 8, threads=3).values()} == {3}
+
+
+def test_plan_sessions_honours_the_exported_thread_count_unless_overridden():
+    arms = [served_arm("a", threads=1), served_arm("b")]
+    plans = plan_sessions(arms, 8)
+    assert plans["a"].intra_op_threads == 1 and plans["b"].intra_op_threads == 4
+    # The exported figure was planned for the exported instance count: overriding instances re-plans.
+    assert plan_sessions(arms, 8, instances=2)["a"].intra_op_threads == 2
+    assert plan_sessions(arms, 8, threads=2)["a"].intra_op_threads == 2
+    with pytest.raises(AbqaError, match="--threads"):
+        plan_sessions(arms, 8, threads=0)
+
+
+# --- the libpython pitfall, ports, the ready line -------------------------------------------------------------
+
+
+def test_libdir_goes_first_on_ld_library_path_once():
+    env = with_libdir_first({"LD_LIBRARY_PATH": "/x:/lib/py:/y", "HOME": "/root"}, Path("/lib/py"))
+    assert env["LD_LIBRARY_PATH"] == "/lib/py:/x:/y" and env["HOME"] == "/root"
+    assert with_libdir_first({}, Path("/lib/py"))["LD_LIBRARY_PATH"] == "/lib/py"
+
+
+def test_interpreter_libdir_holds_this_interpreters_libpython():
+    libdir = interpreter_libdir()
+    if libdir is None:
+        pytest.skip("this Python has no shared libpython")
+    assert any(libdir.glob(f"libpython{sys.version_info.major}.{sys.version_info.minor}*.so*"))
+
+
+def test_a_port_in_use_is_named():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(AbqaError, match=f"gRPC port {port} on 127.0.0.1 is not available"):
+            check_ports_free("127.0.0.1", {"HTTP": 0, "gRPC": port, "metrics": 0})
+    with pytest.raises(AbqaError, match="both 9000"):
+        check_ports_free("127.0.0.1", {"HTTP": 9000, "gRPC": 9000})
+
+
+def test_serve_cli_reports_a_missing_repository(tmp_path, capsys):
+    assert main(["serve", "--model-repository", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere: not found" in capsys.readouterr().err
+
+
+def test_ready_report_names_urls_pid_and_every_model(tiny_repository):
+    arms = [read_served_arm(tiny_repository, name) for name in ("bert", "distilbert")]
+    options = ServeOptions(tiny_repository, http_port=1, grpc_port=2, metrics_port=3)
+    report = ready_report(arms, plan_sessions(arms, 2), options, pid=42)
+    first, *rest = report.splitlines()
+    assert first == ("abqa serve: ready (pid 42) http=http://127.0.0.1:1 grpc=127.0.0.1:2 "
+                     "metrics=http://127.0.0.1:3/metrics")
+    assert [line.split()[:2] for line in rest[:2]] == [["bert", "READY"], ["distilbert", "READY"]]
+
+
+# --- a real Triton --------------------------------------------------------------------------------------------
+
+
+def tokenized(repository: Path, arm: str, question=QUESTION, context=CONTEXT) -> dict[str, np.ndarray]:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(repository / arm / "tokenizer")
+    encoded = tokenizer(question, context, return_tensors="np")
+    names = [s.name for s in read_served_arm(repository, arm).inputs]
+    return {name: encoded[name].astype(np.int64) for name in names}
+
+
+def grpc_infer(client, arm: str, feeds: dict[str, np.ndarray]):
+    import tritonclient.grpc as grpcclient
+
+    inputs = []
+    for name, array in feeds.items():
+        tensor = grpcclient.InferInput(name, list(array.shape), "INT64")
+        tensor.set_data_from_numpy(array)
+        inputs.append(tensor)
+    outputs = [grpcclient.InferRequestedOutput(n) for n in ("start_logits", "end_logits")]
+    return client.infer(arm, inputs, outputs=outputs)
+
+
+@pytest.mark.integration
+def test_both_models_ready_with_their_metadata(triton_server):
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(triton_server.http_address)
+    assert client.is_server_ready()
+    assert triton_server.models == ("bert", "distilbert")
+    for arm, inputs in (("bert", ["input_ids", "attention_mask", "token_type_ids"]),
+                        ("distilbert", ["input_ids", "attention_mask"])):
+        assert client.is_model_ready(arm)
+        metadata = client.get_model_metadata(arm)
+        assert [(t["name"], t["datatype"], t["shape"]) for t in metadata["inputs"]] == [
+            (name, "INT64", [-1, -1]) for name in inputs]
+        assert [(t["name"], t["datatype"]) for t in metadata["outputs"]] == [
+            ("start_logits", "FP32"), ("end_logits", "FP32")]
+        config = client.get_model_config(arm)
+        assert config["max_batch_size"] == 8
+        assert config["dynamic_batching"]["preferred_batch_size"] == [2, 4, 8]
+        assert int(config["dynamic_batching"]["max_queue_delay_microseconds"]) == 2000
+    with open(triton_server.log_path, encoding="utf-8") as log:
+        assert f"abqa serve: ready (pid {triton_server.pid})" in log.read()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("arm", ["bert", "distilbert"])
+def test_triton_answers_exactly_like_the_same_session_in_process(triton_server, tiny_repository, arm):
+    import tritonclient.grpc as grpcclient
+
+    feeds = tokenized(tiny_repository, arm)
+    served = read_served_arm(tiny_repository, arm)
+    session = create_session(served.model_path, served.intra_op_threads)
+    want_start, want_end = session.run(["start_logits", "end_logits"], feeds)
+
+    with grpcclient.InferenceServerClient(triton_server.grpc_url) as client:
+        result = grpc_infer(client, arm, feeds)
+    np.testing.assert_array_equal(result.as_numpy("start_logits"), want_start)
+    np.testing.assert_array_equal(result.as_numpy("end_logits"), want_end)
+
+
+@pytest.mark.integration
+def test_concurrent_requests_form_dynamic_batches(triton_server, tiny_repository):
+    """Triton's statistics show executions of more than one request; two lengths in flight never mix."""
+    import tritonclient.grpc as grpcclient
+
+    arm = "distilbert"
+    short = tokenized(tiny_repository, arm, "Where?", "In Paris.")
+    long = tokenized(tiny_repository, arm)
+    with grpcclient.InferenceServerClient(triton_server.grpc_url) as client:
+        before = client.get_inference_statistics(arm, as_json=True)["model_stats"][0]
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            feeds = [short if i % 2 else long for i in range(96)]
+            results = list(pool.map(lambda f: grpc_infer(client, arm, f), feeds))
+        after = client.get_inference_statistics(arm, as_json=True)["model_stats"][0]
+
+    for sent, result in zip(feeds, results):
+        assert result.as_numpy("start_logits").shape == sent["input_ids"].shape
+    requests = int(after["inference_count"]) - int(before.get("inference_count", 0))
+    executions = int(after["execution_count"]) - int(before.get("execution_count", 0))
+    assert requests == 96
+    batched = {int(s["batch_size"]): int(s["compute_infer"]["count"]) for s in after["batch_stats"]}
+    assert max(batched) > 1, f"no batch larger than 1 in {batched}"
+    assert executions < requests  # several requests per execution
+
+
+@pytest.mark.integration
+def test_the_python_backend_stub_runs_on_this_interpreters_libpython(triton_server):
+    libdir = interpreter_libdir()
+    if libdir is None:
+        pytest.skip("this Python has no shared libpython")
+    stubs = [p for p in triton_server.processes() if p.name().startswith("triton_python")]
+    assert len(stubs) == len(triton_server.models)  # one stub per model instance
+    for stub in stubs:
+        libraries = {m.path for m in stub.memory_maps() if "libpython" in Path(m.path).name}
+        assert libraries and all(Path(path).parent == libdir.resolve() or Path(path).parent == libdir
+                                 for path in libraries), libraries
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_server_stops_cleanly_on_a_signal_and_leaves_no_process(tiny_repository, signum):
+    from abqa.serve.process import start_server
+
+    server = start_server(tiny_repository, arms=["distilbert"])
+    try:
+        tree = server.processes()
+        assert any(p.name() == "tritonserver" for p in tree)
+        assert len(tree) >= 3  # serve, tritonserver, a python backend stub
+        os.kill(server.pid, signum)
+        assert server.process.wait(timeout=60) == 0
+        gone, alive = psutil.wait_procs(tree, timeout=10)
+        assert not alive, [(p.pid, p.name()) for p in alive]
+        assert f"{signal.Signals(signum).name} received, stopping" in server.log_tail()
+    finally:
+        server.stop()
+
+
+@pytest.mark.integration
+def test_start_server_reports_a_port_in_use(tiny_repository):
+    from abqa.serve.process import start_server
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(AbqaError, match=f"HTTP port {port} on 127.0.0.1 is not available"):
+            start_server(tiny_repository, http_port=port, grpc_port=None, metrics_port=None, timeout_s=60)
