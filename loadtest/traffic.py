@@ -1,0 +1,110 @@
+"""What traffic a load test sends: arms, their weights, the mode, the concurrency steps (pure, no I/O).
+
+Parsed the same way by `abqa loadtest` and by the locustfile's custom arguments, so a plain
+`locust -f loadtest/locustfile.py --arms bert,distilbert --weights 3:1` means what `abqa loadtest` means.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+from abqa.core.config import split_csv, validate_arm_name
+from abqa.core.errors import AbqaError
+
+MODES = ("split", "parallel")
+PROTOCOLS = ("http", "grpc")
+
+_DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*h)?\s*(?:(\d+(?:\.\d+)?)\s*m(?!s))?\s*(?:(\d+(?:\.\d+)?)\s*s?)?\s*$")
+
+
+@dataclass(frozen=True)
+class TrafficPlan:
+    """Split mode: each request goes to one arm drawn by weight. Parallel mode: each request goes to every arm."""
+
+    arms: tuple[str, ...]
+    weights: tuple[float, ...]
+    mode: str = "split"
+
+    def __post_init__(self) -> None:
+        if not self.arms:
+            raise AbqaError("--arms: no arm given")
+        if self.mode not in MODES:
+            raise AbqaError(f"--mode {self.mode!r}: use one of {', '.join(MODES)}")
+        if len(self.weights) != len(self.arms):
+            raise AbqaError(f"--weights: {len(self.weights)} weights for {len(self.arms)} arms")
+        if any(weight < 0 for weight in self.weights) or sum(self.weights) <= 0:
+            raise AbqaError("--weights: weights must be >= 0 and not all 0")
+
+    @property
+    def weight_map(self) -> dict[str, float]:
+        return dict(zip(self.arms, self.weights))
+
+    def arms_for_request(self, rng: random.Random) -> list[str]:
+        """The arms one user request goes to."""
+        if self.mode == "parallel":
+            return list(self.arms)
+        return rng.choices(self.arms, weights=self.weights, k=1)
+
+
+def parse_arms(text: str | Sequence[str]) -> tuple[str, ...]:
+    names = split_csv(text) if isinstance(text, str) else [name.strip() for name in text if name.strip()]
+    if not names:
+        raise AbqaError("--arms: no arm given (e.g. --arms distilbert,bert)")
+    return tuple(dict.fromkeys(validate_arm_name(name) for name in names))
+
+
+def parse_weights(text: str | None, arms: Sequence[str]) -> tuple[float, ...]:
+    """`50:50` (in the order of --arms), `bert=3,distilbert=1` (unnamed arms get 0), or empty (equal weights)."""
+    if not text or not text.strip():
+        return tuple(1.0 for _ in arms)
+    text = text.strip()
+    try:
+        if "=" in text:
+            named: dict[str, float] = {}
+            for part in split_csv(text):
+                name, _, value = part.partition("=")
+                if name.strip() not in arms:
+                    raise AbqaError(f"--weights {text!r}: {name.strip()!r} is not one of the arms ({', '.join(arms)})")
+                named[name.strip()] = float(value)
+            return tuple(named.get(arm, 0.0) for arm in arms)
+        values = tuple(float(part) for part in re.split(r"[:,/]", text) if part.strip())
+    except ValueError as exc:
+        raise AbqaError(f"--weights {text!r}: not numbers ({exc}); use e.g. 50:50 or bert=1,distilbert=1") from exc
+    if len(values) != len(arms):
+        raise AbqaError(f"--weights {text!r}: {len(values)} weights for {len(arms)} arms ({', '.join(arms)})")
+    return values
+
+
+def parse_users(text: str) -> tuple[int, ...]:
+    """`1,2,4,8` -> (1, 2, 4, 8): the concurrency steps, each a whole positive number of users."""
+    try:
+        steps = tuple(int(part) for part in split_csv(text))
+    except ValueError as exc:
+        raise AbqaError(f"--users {text!r}: use whole numbers separated by commas, e.g. 1,2,4,8") from exc
+    if not steps or any(step < 1 for step in steps):
+        raise AbqaError(f"--users {text!r}: give at least one step, each >= 1")
+    return tuple(dict.fromkeys(steps))  # a repeated step would overwrite its own folder
+
+
+def parse_duration(text: str | float | int) -> float:
+    """`30s`, `30`, `1m30s`, `2m`, `1h` -> seconds (Locust's --run-time forms, plus bare seconds)."""
+    if isinstance(text, (int, float)):
+        seconds = float(text)
+    else:
+        match = _DURATION.match(text or "")
+        if not match or not any(match.groups()):
+            raise AbqaError(f"--duration {text!r}: use seconds or Locust's forms, e.g. 30s, 1m30s, 2m")
+        hours, minutes, secs = (float(group or 0) for group in match.groups())
+        seconds = hours * 3600 + minutes * 60 + secs
+    if seconds <= 0:
+        raise AbqaError(f"--duration {text!r}: must be more than 0 seconds")
+    return seconds
+
+
+def locust_run_time(seconds: float) -> str:
+    """Locust's -t takes whole seconds (`30s`); round up so a step never runs shorter than asked."""
+    whole = int(seconds) if float(seconds).is_integer() else int(seconds) + 1
+    return f"{max(whole, 1)}s"
