@@ -22,7 +22,9 @@ STAGE_MODULES = (
     "abqa.client.cli",
     "abqa.loadtest.cli",
     "abqa.analysis.cli",
-    "abqa.analysis.benchmark_cli",
+    "abqa.benchmark",
+    "abqa.router.cli",
+    "abqa.ui.cli",
 )
 
 

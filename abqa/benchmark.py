@@ -1,0 +1,181 @@
+"""`abqa benchmark`: the main job. The whole pipeline on its defaults, ending with the report's path.
+
+export (hub checkpoints when the hub answers, stand-ins otherwise) -> `abqa serve` -> paired evaluation of a
+seeded SQuAD sample -> a short Locust sweep -> the report -> the server stopped. When the real BERT/DistilBERT
+prediction files are beside the project (../shared/data/squad-v1.1/predictions), they are replayed over the
+whole dev set in a second run with its own report: real accuracy, offline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from abqa.core.config import DEFAULT_RUNS_DIR, shared_data_dir
+
+log = logging.getLogger(__name__)
+
+# Sized for a 2-core machine: about five minutes with the real-size stand-ins.
+DEFAULT_SAMPLE = 200
+DEFAULT_USERS = "1,2,4"
+DEFAULT_DURATION = "20s"
+
+# The real pair on the shared dev set: BERT-base and DistilBERT fine-tuned by one team with one pipeline.
+SHARED_REPLAY_PAIR = {
+    "bert-finetuned": "bert-base-uncased-finetuned.json",
+    "distilbert-finetuned": "distilbert-base-uncased-finetuned.json",
+}
+
+OFFLINE_NOTICE = """
+==========================================================================================
+ The Hugging Face hub cannot be reached: exporting OFFLINE STAND-INS (published
+ architectures, random weights). Their latency and size are real; their accuracy is not.
+==========================================================================================
+"""
+
+
+@dataclass(frozen=True)
+class BenchmarkResult:
+    run_dir: Path
+    report_html: Path | None
+    replay_report_html: Path | None
+    exit_code: int
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from abqa.export.cli import add_export_arguments
+
+    parser = subparsers.add_parser(
+        "benchmark",
+        help="the whole pipeline on its defaults: export, serve, evaluate, load test, report",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_export_arguments(parser.add_argument_group("export"))
+    evaluate = parser.add_argument_group("evaluate")
+    evaluate.add_argument("--squad", default=None, metavar="PATH|squad|shared|builtin",
+                          help="data set (default: the shared dev set if present, else the hub, else the built-in sample)")
+    evaluate.add_argument("--sample", type=int, default=DEFAULT_SAMPLE,
+                          help="seeded random subset of questions; 0 = all (default: %(default)s)")
+    evaluate.add_argument("--order", choices=("random", "interleaved", "parallel"), default="random")
+    evaluate.add_argument("--replay", action="append", default=[], metavar="NAME=PREDICTIONS.json",
+                          help="a prediction file as an extra arm on the accuracy side (repeatable)")
+    evaluate.add_argument("--no-shared-replay", action="store_true",
+                          help="skip the replay of the shared real BERT/DistilBERT predictions")
+    load = parser.add_argument_group("load test")
+    load.add_argument("--users", default=DEFAULT_USERS, help="concurrency steps (default: %(default)s)")
+    load.add_argument("--duration", default=DEFAULT_DURATION, help="per step (default: %(default)s)")
+    load.add_argument("--mode", choices=("split", "parallel"), default="split")
+    load.add_argument("--skip-load", action="store_true", help="no load test")
+    serve = parser.add_argument_group("serve")
+    serve.add_argument("--threads", type=int, default=None,
+                       help="ONNX Runtime threads per session (default: from config.pbtxt, sized to the cores)")
+    out = parser.add_argument_group("output")
+    out.add_argument("--out", type=Path, default=None, help="run folder (default: runs/benchmark-<date>-<time>)")
+    out.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples for the report")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    result = run_benchmark(args)
+    print("\nabqa benchmark: done")
+    if result.report_html:
+        print(f"  report:        {result.report_html}")
+    if result.replay_report_html:
+        print(f"  replay report: {result.replay_report_html}  (real BERT vs DistilBERT predictions, full dev set)")
+    return result.exit_code
+
+
+def run_benchmark(args: argparse.Namespace) -> BenchmarkResult:
+    from abqa.export.cli import arm_specs_from_args, export_options_from_args
+    from abqa.export.pipeline import export_arms
+    from abqa.export.sources import hub_reachable
+    from abqa.serve.process import start_server
+
+    run_dir = args.out or DEFAULT_RUNS_DIR / datetime.now().strftime("benchmark-%Y%m%d-%H%M%S")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not args.offline and not hub_reachable():
+        print(OFFLINE_NOTICE, flush=True)
+        args.offline = True
+
+    print("== 1/5 export", flush=True)
+    specs = arm_specs_from_args(args)
+    variants = 1 + len(set(args.optimize)) + len(set(args.quantize))
+    exported = export_arms(specs, export_options_from_args(args, n_arms=len(specs) * variants))
+    served_arms = [meta.arm for meta in exported]
+
+    print("== 2/5 serve", flush=True)
+    exit_code = 0
+    with start_server(
+        args.model_repository, arms=served_arms, threads=args.threads, log_path=run_dir / "server.log"
+    ) as server:
+        print(f"   Triton ready: {server.http_url} (gRPC {server.grpc_url}, metrics {server.metrics_url})", flush=True)
+        print("== 3/5 evaluate", flush=True)
+        exit_code |= _evaluate(args, run_dir, served_arms, server.grpc_url)
+        if not args.skip_load:
+            print("== 4/5 load test", flush=True)
+            exit_code |= _loadtest(args, run_dir, served_arms, server)
+    print("== 5/5 report", flush=True)
+    report_html = _report(run_dir, args.bootstrap)
+    replay_html = None if args.no_shared_replay else _shared_replay(args, run_dir)
+    return BenchmarkResult(run_dir, report_html, replay_html, exit_code)
+
+
+def _evaluate(args: argparse.Namespace, run_dir: Path, arms: list[str], grpc_url: str) -> int:
+    from abqa.client.arms import parse_replay_spec
+    from abqa.client.runner import STATUS_COMPLETE, EvalOptions, print_result, run_evaluation
+
+    options = EvalOptions(
+        out=run_dir, squad=args.squad, sample=args.sample or None, seed=args.seed, arms=arms,
+        replays=[parse_replay_spec(text) for text in args.replay], url=grpc_url, protocol="grpc",
+        order=args.order, model_repository=args.model_repository,
+    )
+    result = run_evaluation(options)
+    print_result(result)
+    return 0 if result.status == STATUS_COMPLETE else 1
+
+
+def _loadtest(args: argparse.Namespace, run_dir: Path, arms: list[str], server) -> int:
+    from abqa.loadtest.runner import LoadTestOptions, run_loadtest
+    from abqa.loadtest.traffic import TrafficPlan, parse_duration, parse_users
+
+    options = LoadTestOptions(
+        plan=TrafficPlan(tuple(arms), tuple(1.0 for _ in arms), args.mode),
+        users=parse_users(args.users),
+        duration_s=parse_duration(args.duration),
+        out=run_dir,
+        url=server.http_url,
+        metrics_url=server.metrics_url,
+        model_repository=args.model_repository,
+        squad=args.squad,
+        seed=args.seed,
+    )
+    return run_loadtest(options).exit_code
+
+
+def _report(run_dir: Path, bootstrap: int | None) -> Path:
+    from abqa.analysis.report import build_report
+
+    report = build_report(run_dir, **({"n_resamples": bootstrap} if bootstrap else {}))
+    for line in report.verdict:
+        print(f"   {line}")
+    return report.paths.html
+
+
+def _shared_replay(args: argparse.Namespace, run_dir: Path) -> Path | None:
+    """The real answer to the project's question, when the shared prediction files are beside the project."""
+    from abqa.client.runner import EvalOptions, run_evaluation
+
+    data = shared_data_dir()
+    if data is None or args.squad not in (None, "shared"):
+        return None
+    files = {arm: data / "squad-v1.1" / "predictions" / name for arm, name in SHARED_REPLAY_PAIR.items()}
+    if not all(path.is_file() for path in files.values()):
+        return None
+    print("== replay: the real fine-tuned BERT / DistilBERT predictions on the full SQuAD v1.1 dev set", flush=True)
+    replay_dir = run_dir / "replay-shared"
+    run_evaluation(EvalOptions(out=replay_dir, squad="shared", replays=list(files.items()), seed=args.seed))
+    return _report(replay_dir, args.bootstrap)
