@@ -1,0 +1,41 @@
+"""`abqa report RUN_DIR`: statistics, plots and the HTML/Markdown/JSON report of one run folder."""
+
+from __future__ import annotations
+
+import argparse
+
+from abqa.analysis.stats import DEFAULT_RESAMPLES, DEFAULT_SEED
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "report",
+        help="significance report (McNemar, paired t, bootstrap CIs) and plots for a run folder",
+        description="Read eval.jsonl, load.json and meta.json (whichever exist) in RUN_DIR and write "
+                    "report.html (self-contained), report.md and report.json there, with plots in RUN_DIR/plots/.",
+    )
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run folder, e.g. runs/ab-1")
+    parser.add_argument("--bootstrap", type=_positive_int, default=DEFAULT_RESAMPLES, metavar="N",
+                        help=f"bootstrap resamples for every confidence interval (default {DEFAULT_RESAMPLES:,})")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"bootstrap seed (default {DEFAULT_SEED})")
+    parser.set_defaults(run=run)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    from abqa.analysis.report import build_report
+
+    report = build_report(args.run_dir, n_resamples=args.bootstrap, seed=args.seed)
+    for line in report.verdict:
+        print(line)
+    print()
+    print(f"HTML:     {report.paths.html}")
+    print(f"Markdown: {report.paths.markdown}")
+    print(f"JSON:     {report.paths.json}")
+    return 0

@@ -1,0 +1,411 @@
+"""Render the report data as HTML (self-contained), Markdown and JSON.
+
+The content is laid out once, as a list of neutral blocks (heading, paragraph, list, table, figure); two small
+writers turn the blocks into HTML and Markdown, so both documents always say the same thing. The HTML embeds
+its PNGs as base64 data URIs and uses no external CSS or JavaScript, so it reads offline.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from abqa.analysis.verdict import format_p
+
+# ---------------------------------------------------------------- blocks
+
+
+@dataclass
+class Heading:
+    text: str
+    level: int = 2
+
+
+@dataclass
+class Paragraph:
+    text: str
+    css: str = ""
+
+
+@dataclass
+class Bullets:
+    items: list[str]
+    css: str = ""
+
+
+@dataclass
+class Table:
+    headers: list[str]
+    rows: list[list[str]]
+
+
+@dataclass
+class Figure:
+    name: str
+    caption: str
+
+
+Block = Heading | Paragraph | Bullets | Table | Figure
+
+
+@dataclass
+class Document:
+    title: str
+    blocks: list[Block] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- number formatting
+
+
+def num(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return f"{value:,.{digits}f}"
+
+
+def with_ci(value: Any, ci: list[Any] | None, digits: int = 1) -> str:
+    if value is None:
+        return "–"
+    if not ci or ci[0] is None or ci[1] is None:
+        return num(value, digits)
+    return f"{num(value, digits)} [{num(ci[0], digits)}, {num(ci[1], digits)}]"
+
+
+def megabytes(size: Any) -> str:
+    return "–" if size is None else f"{size / 1e6:,.1f} MB"
+
+
+def millions(count: Any) -> str:
+    if count is None:
+        return "–"
+    return f"{count / 1e6:,.1f} M" if count >= 100_000 else f"{count:,}"
+
+
+def p_cell(p: float | None) -> str:
+    if p is None:
+        return "–"
+    return "<\u00a00.001" if p < 0.001 else f"{p:.3f}"  # no-break space: keep "< 0.001" on one line
+
+
+FIGURE_CAPTIONS = {
+    "latency_histogram": "Per-question latency, overlaid histograms per arm (log scale; dashed p50, dotted p95).",
+    "latency_cdf": "Per-question latency, cumulative distribution per arm.",
+    "accuracy": "Exact match and F1 per arm with 95% bootstrap confidence intervals.",
+    "contingency": "Exact-match contingency per pair; the off-diagonal cells b and c drive McNemar's test.",
+    "load": "Throughput and p95 latency against concurrent users (load test).",
+    "queue_compute": "Time per request inside Triton: queue versus compute, per arm and concurrency step.",
+}
+
+
+# ---------------------------------------------------------------- layout
+
+
+def _arm_rows(data: dict[str, Any]) -> list[list[str]]:
+    memory_note = None
+    server = (data["run"].get("server") or {})
+    if server.get("peak_rss_mb") is not None:
+        memory_note = f"server {num(server['peak_rss_mb'], 0)} MB (all arms)"
+    rows = []
+    for arm, s in data["arms"].items():
+        accuracy_flag = "" if s["accuracy_meaningful"] else " — STAND-IN: meaningless"
+        latency = s["latency_ms"] or {}
+        ci = latency.get("ci") or {}
+        questions = "–" if not s["questions"] else (
+            f"{s['questions']:,} ({s['ok']:,} ok, {s['failed']:,} failed, {s['missing']:,} missing)")
+        memory = f"{num(s['peak_rss_mb'], 0)} MB" if s.get("peak_rss_mb") is not None else (memory_note or "–")
+        rows.append([
+            arm, s["provenance"]["description"], questions,
+            with_ci(s["em"], s["em_ci"]) + (accuracy_flag if s["em"] is not None else ""),
+            with_ci(s["f1"], s["f1_ci"]) + (accuracy_flag if s["f1"] is not None else ""),
+            with_ci(latency.get("p50"), ci.get("p50")), with_ci(latency.get("p90"), ci.get("p90")),
+            with_ci(latency.get("p95"), ci.get("p95")), with_ci(latency.get("p99"), ci.get("p99")),
+            with_ci(latency.get("mean"), ci.get("mean")),
+            millions(s["model"].get("parameters")), megabytes(s["model"].get("onnx_file_size")), memory,
+        ])
+    return rows
+
+
+ARM_HEADERS = ["arm", "source", "questions", "EM % [95% CI]", "F1 % [95% CI]", "p50 ms [CI]", "p90 ms [CI]",
+               "p95 ms [CI]", "p99 ms [CI]", "mean ms [CI]", "parameters", "ONNX size", "peak memory"]
+
+
+def _pair_rows(test: dict[str, Any]) -> list[list[str]]:
+    a, b = test["arm_a"], test["arm_b"]
+    m, t, w = test["mcnemar"], test["paired_t_f1"], test["wilcoxon_f1"]
+    chi2 = ("no χ² (no discordant questions)" if m["chi2"] is None
+            else f"χ² = {m['chi2']:.2f} (continuity-corrected), {format_p(m['chi2_p_value'])}")
+    rows = [
+        ["exact match: McNemar",
+         f"b = {m['b']:,} ({a} right, {b} wrong), c = {m['c']:,} ({a} wrong, {b} right); "
+         f"exact binomial test; {chi2}", p_cell(m["p_value"]), p_cell(m.get("p_value_holm"))],
+        [f"EM difference ({a} − {b}), points", with_ci(test["em_diff"]["value"], test["em_diff"]["ci"], 2)
+         + " (paired bootstrap 95% CI)", "", ""],
+        ["F1: paired t-test", f"mean difference {with_ci(t['mean_diff_points'], t['ci_points'], 2)} points; "
+         f"t({t['df']}) = {num(t['statistic'], 3)}", p_cell(t["p_value"]), p_cell(t.get("p_value_holm"))],
+        ["F1: Wilcoxon signed-rank", f"W = {num(w['statistic'], 1)} over {w['nonzero']:,} non-zero differences",
+         p_cell(w["p_value"]), p_cell(w.get("p_value_holm"))],
+        [f"F1 difference ({a} − {b}), points", with_ci(test["f1_diff"]["value"], test["f1_diff"]["ci"], 2)
+         + " (paired bootstrap 95% CI)", "", ""],
+    ]
+    latency = test.get("latency")
+    if latency:
+        ratio, log_t = latency["ratio_of_medians"], latency["log_t"]
+        rows += [
+            [f"latency: ratio of medians ({a} / {b})",
+             f"{with_ci(ratio['value'], ratio['ci'], 3)} (paired bootstrap 95% CI); medians "
+             f"{num(latency['median_a_ms'])} vs {num(latency['median_b_ms'])} ms over "
+             f"{latency['paired_questions']:,} questions", "", ""],
+            ["latency: paired t on log latency",
+             f"geometric-mean ratio {with_ci(log_t['geometric_mean_ratio'], [log_t['ci_low'], log_t['ci_high']], 3)}; "
+             f"t = {num(log_t['statistic'], 2)}", p_cell(log_t["p_value"]), p_cell(log_t.get("p_value_holm"))],
+        ]
+    else:
+        rows.append(["latency", "not compared: no question has a latency from both arms", "", ""])
+    e = test["effect_sizes"]
+    effect = (f"F1 Cohen's d_z = {num(e['f1_cohens_dz'], 3)}; EM Cohen's d_z = {num(e['em_cohens_dz'], 3)}, "
+              f"odds ratio b/c = {num(e['em_odds_ratio_b_over_c'], 3)}, Cohen's g = {num(e['em_cohens_g'], 3)}")
+    if e.get("latency_log_cohens_dz") is not None:
+        effect += f"; log latency d_z = {num(e['latency_log_cohens_dz'], 3)}"
+    power = test["power"]
+    rows += [
+        ["effect sizes", effect, "", ""],
+        [f"smallest detectable difference (power {power['power']:.0%}, alpha {power['alpha']})",
+         f"F1 {num(power['mde_f1_points'], 2)} points, EM {num(power['mde_em_points'], 2)} points "
+         f"with {power['n']:,} paired questions", "", ""],
+    ]
+    return rows
+
+
+def _load_rows(data: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for arm, summary in data["arms"].items():
+        for step in summary.get("load") or []:
+            latency = step["latency_ms"] or {}
+            compute = [step.get(key) for key in ("compute_input_ms_per_request", "compute_infer_ms_per_request",
+                                                 "compute_output_ms_per_request")]
+            compute_total = sum(value for value in compute if value is not None) if any(
+                value is not None for value in compute) else None
+            rows.append([
+                summary["provenance"]["label"], num(step["users"]), num(step["requests"]), num(step["failures"]),
+                num(step["requests_per_s"], 2), num(latency.get("p50")), num(latency.get("p95")),
+                num(latency.get("p99")), num(step.get("queue_ms_per_request"), 2), num(compute_total, 2),
+                num(step.get("mean_batch_size"), 2),
+            ])
+    return rows
+
+
+LOAD_HEADERS = ["arm", "users", "requests", "failures", "req/s", "p50 ms", "p95 ms", "p99 ms",
+                "queue ms/req", "compute ms/req", "mean batch"]
+
+
+def _run_facts(data: dict[str, Any]) -> list[str]:
+    run = data["run"]
+    facts = [f"Run folder: {run['dir']} (files: "
+             + ", ".join(f"{name} {'yes' if present else 'no'}" for name, present in run["files"].items()) + ")"]
+    for key in ("created_at", "status", "order", "seed"):
+        if run.get(key) is not None:
+            facts.append(f"{key.replace('_', ' ')}: {run[key]}")
+    dataset = run.get("dataset") or {}
+    if dataset:
+        parts = [f"{key} {dataset[key]}" for key in ("source", "path", "version", "questions", "evaluated_questions",
+                                                    "limit", "sample", "seed") if dataset.get(key) is not None]
+        if dataset.get("sha256"):
+            parts.append(f"sha256 {str(dataset['sha256'])[:16]}…")
+        facts.append("dataset: " + ", ".join(parts))
+    machine = run.get("machine") or {}
+    if machine:
+        facts.append("machine: " + ", ".join(f"{key} {value}" for key, value in machine.items()
+                                             if value not in (None, [], {})))
+    for role in ("server", "client"):
+        block = {key: value for key, value in (run.get(role) or {}).items() if value is not None}
+        if block:
+            facts.append(f"{role}: " + ", ".join(f"{key} {value}" for key, value in block.items() if value is not None))
+    versions = run.get("versions") or {}
+    if versions:
+        facts.append("versions: " + ", ".join(f"{name} {version}" for name, version in versions.items() if version))
+    load = data.get("load") or {}
+    if load:
+        facts.append("load test: " + ", ".join(f"{key} {value}" for key, value in load.items() if value is not None))
+    return facts
+
+
+def _methods(data: dict[str, Any]) -> list[str]:
+    s = data["settings"]
+    return [
+        f"Accuracy: SQuAD v1.1 exact match and token F1 per question (percent); failed and missing answers count "
+        f"as wrong. Confidence intervals: {s['confidence']:.0%} percentile bootstrap over questions, "
+        f"{s['bootstrap_resamples']:,} resamples, seed {s['seed']}.",
+        "Pairs: questions are matched by id; only questions both arms answered enter the paired tests, and every "
+        "difference is first arm − second arm.",
+        "Exact match: McNemar's test (statsmodels) — exact binomial p-value on the discordant counts b and c, and "
+        "the chi-square statistic with continuity correction.",
+        "F1: paired t-test (scipy.stats.ttest_rel) with the Wilcoxon signed-rank test (scipy, zero differences "
+        "dropped) beside it; EM and F1 differences also get a paired bootstrap CI.",
+        "Latency: per-question client latency of answered questions; quantiles with bootstrap CIs; ratio of medians "
+        "with a paired bootstrap CI; paired t-test on log latency (its exponentiated mean is the geometric-mean "
+        "ratio).",
+        "Power: smallest difference a two-sided paired t-test detects with power "
+        f"{s['power']:.0%} at alpha {s['alpha']} (statsmodels TTestPower, at the SD of the observed per-question "
+        "differences); for EM this is the normal approximation to McNemar's test.",
+        f"Multiple comparisons: {s['multiple_comparisons']}"
+        + (" — Holm's step-down adjustment (statsmodels multipletests) within each test over all pairs."
+           if s["multiple_comparisons"] == "holm" else "."),
+    ]
+
+
+def _without_empty_columns(table: Table, keep: int) -> Table:
+    """Drop the columns (after the first `keep`) that no row fills, e.g. latency for replayed arms."""
+    columns = [i for i in range(len(table.headers))
+               if i < keep or any(row[i] != "–" for row in table.rows)]
+    return Table([table.headers[i] for i in columns], [[row[i] for i in columns] for row in table.rows])
+
+
+def layout(data: dict[str, Any], figures: list[str]) -> Document:
+    doc = Document(title=f"abqa report: {data['run']['name']}")
+    blocks = doc.blocks
+    blocks.append(Heading("Verdict"))
+    blocks.append(Bullets(list(data["verdict"]), css="verdict"))
+    if data["notes"]:
+        blocks.append(Heading("Read this first", 3))
+        blocks.append(Bullets(list(data["notes"]), css="notes"))
+
+    blocks.append(Heading("Arms"))
+    blocks.append(_without_empty_columns(Table(ARM_HEADERS, _arm_rows(data)), keep=3))
+
+    blocks.append(Heading("Comparisons"))
+    if not data["tests"]:
+        answered = [arm for arm, s in data["arms"].items() if s["questions"]]
+        reason = ("only one arm answered questions, so there is nothing to compare it with"
+                  if len(answered) == 1 else "no arm answered questions (no eval.jsonl records)")
+        blocks.append(Paragraph(f"No comparison tests: {reason}.", css="warn"))
+    for key, test in data["tests"].items():
+        blocks.append(Heading(f"{test['arm_a']} vs {test['arm_b']}", 3))
+        blocks.append(Paragraph(
+            f"{test['paired_questions']:,} questions answered by both; {test['only_a']:,} only by {test['arm_a']}, "
+            f"{test['only_b']:,} only by {test['arm_b']}. JSON key: tests.{key}."))
+        if test.get("error"):
+            blocks.append(Paragraph(test["error"], css="warn"))
+            continue
+        if not test.get("accuracy_meaningful", True):
+            blocks.append(Paragraph("A stand-in (untrained weights) is in this pair: the accuracy tests below are "
+                                    "computed but mean nothing about the real models.", css="warn"))
+        table = Table(["test", "result", "p", "p (Holm)"], _pair_rows(test))
+        if len(data["tests"]) == 1:  # one pair: nothing to adjust, the Holm column would repeat p
+            table = Table(table.headers[:3], [row[:3] for row in table.rows])
+        blocks.append(table)
+
+    blocks.append(Heading("Load"))
+    rows = _load_rows(data)
+    if rows:
+        blocks.append(Table(LOAD_HEADERS, rows))
+    else:
+        blocks.append(Paragraph("No load results (no load.json): throughput and latency under concurrency were not "
+                                "measured for this run.", css="warn"))
+
+    blocks.append(Heading("Figures"))
+    if not figures:
+        blocks.append(Paragraph("No figures: this run has neither answers nor load results to draw."))
+    for name in figures:
+        blocks.append(Figure(name, FIGURE_CAPTIONS.get(name, name)))
+
+    blocks.append(Heading("Run"))
+    blocks.append(Bullets(_run_facts(data)))
+    blocks.append(Heading("Methods"))
+    blocks.append(Bullets(_methods(data)))
+    return doc
+
+
+# ---------------------------------------------------------------- writers
+
+_CSS = """
+body { font-family: -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; margin: 2em auto;
+       max-width: 1200px; padding: 0 1em; color: #222; line-height: 1.45; }
+h1 { font-size: 1.6em; border-bottom: 2px solid #333; padding-bottom: .2em; }
+h2 { font-size: 1.3em; margin-top: 1.6em; border-bottom: 1px solid #ccc; }
+h3 { font-size: 1.05em; margin-top: 1.2em; }
+ul.verdict { background: #eef5ff; border-left: 5px solid #1f77b4; padding: .8em 1em .8em 2em; }
+ul.verdict li:first-child { font-weight: 600; }
+ul.notes, p.warn { background: #fff6e5; border-left: 5px solid #e69500; padding: .6em 1em .6em 2em; }
+p.warn { padding-left: 1em; }
+table { border-collapse: collapse; font-size: .85em; margin: .6em 0; }
+th, td { border: 1px solid #ccc; padding: .3em .5em; text-align: left; vertical-align: top; }
+th { background: #f2f2f2; }
+figure { margin: 1em 0; }
+figure img { max-width: 100%; border: 1px solid #ddd; }
+figcaption { font-size: .85em; color: #555; }
+"""
+
+
+def to_html(doc: Document, images: dict[str, Path]) -> str:
+    esc = html.escape
+    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+             '<meta name="viewport" content="width=device-width, initial-scale=1">',
+             f"<title>{esc(doc.title)}</title><style>{_CSS}</style></head><body>", f"<h1>{esc(doc.title)}</h1>"]
+    for block in doc.blocks:
+        if isinstance(block, Heading):
+            parts.append(f"<h{block.level}>{esc(block.text)}</h{block.level}>")
+        elif isinstance(block, Paragraph):
+            css = f' class="{block.css}"' if block.css else ""
+            parts.append(f"<p{css}>{esc(block.text)}</p>")
+        elif isinstance(block, Bullets):
+            css = f' class="{block.css}"' if block.css else ""
+            parts.append(f"<ul{css}>" + "".join(f"<li>{esc(item)}</li>" for item in block.items) + "</ul>")
+        elif isinstance(block, Table):
+            head = "".join(f"<th>{esc(h)}</th>" for h in block.headers)
+            body = "".join("<tr>" + "".join(f"<td>{esc(cell)}</td>" for cell in row) + "</tr>" for row in block.rows)
+            parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        elif isinstance(block, Figure):
+            encoded = base64.b64encode(images[block.name].read_bytes()).decode("ascii")
+            parts.append(f'<figure><img alt="{esc(block.caption)}" src="data:image/png;base64,{encoded}">'
+                         f"<figcaption>{esc(block.caption)}</figcaption></figure>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(doc: Document, images: dict[str, Path], base: Path) -> str:
+    lines = [f"# {doc.title}", ""]
+    for block in doc.blocks:
+        if isinstance(block, Heading):
+            lines += ["#" * block.level + " " + block.text, ""]
+        elif isinstance(block, Paragraph):
+            lines += [f"> {block.text}" if block.css == "warn" else block.text, ""]
+        elif isinstance(block, Bullets):
+            if block.css == "verdict" and block.items:
+                lines += [f"- **{block.items[0]}**"] + [f"- {item}" for item in block.items[1:]] + [""]
+            else:
+                lines += [f"- {item}" for item in block.items] + [""]
+        elif isinstance(block, Table):
+            lines.append("| " + " | ".join(_md_cell(h) for h in block.headers) + " |")
+            lines.append("|" + "---|" * len(block.headers))
+            lines += ["| " + " | ".join(_md_cell(cell) for cell in row) + " |" for row in block.rows]
+            lines.append("")
+        elif isinstance(block, Figure):
+            relative = images[block.name].relative_to(base).as_posix()
+            lines += [f"![{block.caption}]({relative})", "", f"*{block.caption}*", ""]
+    return "\n".join(lines)
+
+
+def json_safe(value: Any) -> Any:
+    """NaN and infinity are not JSON: they become null (meta.json may carry them from Python's json)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(key): json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
+
+
+def to_json(data: dict[str, Any]) -> str:
+    return json.dumps(json_safe(data), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
