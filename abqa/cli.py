@@ -24,7 +24,6 @@ STAGE_MODULES = (
     "abqa.analysis.cli",
     "abqa.benchmark",
     "abqa.router.cli",
-    "abqa.ui.cli",
 )
 
 

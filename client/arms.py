@@ -21,7 +21,7 @@ import numpy as np
 from abqa.core.config import MAX_SEQ_LENGTH, METADATA_FILENAME, TOKENIZER_DIRNAME, validate_arm_name
 from abqa.core.errors import AbqaError
 from abqa.core.metrics import score_answer
-from abqa.core.qa import best_answer, encode_question, group_by_length, load_tokenizer
+from abqa.core.qa import Answer, best_answer, encode_question, group_by_length, load_tokenizer
 from abqa.core.records import EvalRecord, ExportMetadata
 from abqa.core.squad import SquadQuestion
 
@@ -114,6 +114,16 @@ class ReplayArm:
 # --- served arms ---------------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Prediction:
+    """A served arm's answer to one question: the span (with its score), and what it took."""
+
+    answer: Answer
+    latency_ms: float               # tokenise, every request to Triton, post-process
+    windows: int
+    tokens: int
+
+
 @dataclass
 class ServedArm:
     """A Triton model answering questions. Not thread-safe: the runner calls it from one worker thread only."""
@@ -163,8 +173,15 @@ class ServedArm:
     def answer(self, question: SquadQuestion) -> EvalRecord:
         """Answer one question end to end and time it; a request that fails for good raises InferFailed."""
         started_at = utc_now()
+        prediction = self.predict(question.question, question.context)
+        return scored_record(question, self.name, prediction.answer.text, started_at=started_at,
+                             latency_ms=prediction.latency_ms, windows=prediction.windows, tokens=prediction.tokens)
+
+    def predict(self, question: str, context: str) -> Prediction:
+        """The best span for any question and context (no reference needed: the router and the app use this),
+        timed end to end; a request that fails for good raises InferFailed."""
         began = time.perf_counter()
-        windows = encode_question(self.tokenizer, question.question, question.context,
+        windows = encode_question(self.tokenizer, question, context,
                                   input_names=self.model.input_names, max_seq_length=self.max_seq_length)
         start_logits: list[np.ndarray | None] = [None] * len(windows)
         end_logits: list[np.ndarray | None] = [None] * len(windows)
@@ -179,10 +196,9 @@ class ServedArm:
                 starts, ends = np.atleast_2d(outputs[START_LOGITS]), np.atleast_2d(outputs[END_LOGITS])
                 for row, window_index in enumerate(chunk):
                     start_logits[window_index], end_logits[window_index] = starts[row], ends[row]
-        answer = best_answer(windows, start_logits, end_logits, question.context)
+        answer = best_answer(windows, start_logits, end_logits, context)
         latency_ms = (time.perf_counter() - began) * 1000.0
-        return scored_record(question, self.name, answer.text, started_at=started_at, latency_ms=latency_ms,
-                             windows=len(windows), tokens=sum(window.length for window in windows))
+        return Prediction(answer, latency_ms, len(windows), sum(window.length for window in windows))
 
     def failed_record(self, question: SquadQuestion, started_at: str, error: str) -> EvalRecord:
         return scored_record(question, self.name, None, started_at=started_at, status=STATUS_FAILED, error=error)
