@@ -79,7 +79,9 @@ def step_dir(out: Path, users: int) -> Path:
 
 
 def locust_command(options: LoadTestOptions, users: int, directory: Path, pool_file: Path) -> list[str]:
+    # Locust runs with the step's folder as its working directory: every path it gets must be absolute.
     plan = options.plan
+    directory, pool_file = Path(directory).resolve(), Path(pool_file).resolve()
     return [
         sys.executable, "-m", "locust",
         "-f", str(LOCUSTFILE),
@@ -96,7 +98,7 @@ def locust_command(options: LoadTestOptions, users: int, directory: Path, pool_f
         "--mode", plan.mode,
         "--protocol", options.protocol,
         "--pool-file", str(pool_file),
-        "--model-repository", str(options.model_repository),
+        "--model-repository", str(Path(options.model_repository).resolve()),
         "--request-timeout", f"{options.request_timeout_s:g}",
     ]
 

@@ -297,6 +297,20 @@ def test_locust_command(tmp_path):
                      "--arms distilbert,bert", "--mode split", f"--pool-file {tmp_path / 'pool.npz'}",
                      f"--csv {tmp_path / 'step' / 'locust'}", "--html"):
         assert expected in text
+
+
+def test_locust_command_paths_are_absolute_because_locust_runs_in_the_step_folder(tmp_path, monkeypatch):
+    """`abqa loadtest --out runs/x` (relative) once handed Locust a pool path it could not find from its cwd."""
+    from abqa.loadtest.runner import LoadTestOptions, locust_command
+
+    monkeypatch.chdir(tmp_path)
+    options = LoadTestOptions(traffic.TrafficPlan(("distilbert", "bert"), (1.0, 1.0), "split"), (1,), 1.0,
+                              "runs/x", url="http://127.0.0.1:9999", protocol="http", model_repository="model_repository")
+    command = locust_command(options, 1, "runs/x/locust/users-1", "runs/x/pool.npz")
+    value = {flag: command[index + 1] for index, flag in enumerate(command) if flag.startswith("--")}
+    assert value["--pool-file"] == str(tmp_path / "runs/x/pool.npz")
+    assert value["--model-repository"] == str(tmp_path / "model_repository")
+    assert value["--csv"].startswith(str(tmp_path / "runs/x/locust/users-1"))
     assert options.hard_timeout_s > options.duration_s
 
 
