@@ -1,4 +1,4 @@
-# The abqa client image: `abqa evaluate`, `abqa loadtest`, `abqa report` and Locust, for docker-compose.yml.
+# The abqa client image: `abqa evaluate`, `abqa loadtest`, `abqa report`, Locust, `abqa router` and `abqa ui`.
 # Triton itself runs from NVIDIA's official image there; this image never serves models.
 FROM python:3.11-slim
 
@@ -17,6 +17,8 @@ COPY serve/ serve/
 COPY client/ client/
 COPY loadtest/ loadtest/
 COPY analysis/ analysis/
+COPY router/ router/
+COPY ui/ ui/
 
 # torch is pinned to its CPU build: the default index would pull a multi-GB CUDA wheel for a client that
 # never runs a model on the GPU.

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from abqa.core.config import DEFAULT_RUNS_DIR, shared_data_dir
+from abqa.core.config import DEFAULT_ARMS_V2, DEFAULT_RUNS_DIR, shared_data_dir
+from abqa.core.tracking import add_mlflow_argument, track_stage
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +25,10 @@ DEFAULT_USERS = "1,2,4"
 DEFAULT_DURATION = "20s"
 
 # The real pair on the shared dev set: BERT-base and DistilBERT fine-tuned by one team with one pipeline.
+# Candidate first, as in the served comparison, so the verdict reads "distilbert-finetuned vs bert-finetuned".
 SHARED_REPLAY_PAIR = {
-    "bert-finetuned": "bert-base-uncased-finetuned.json",
     "distilbert-finetuned": "distilbert-base-uncased-finetuned.json",
+    "bert-finetuned": "bert-base-uncased-finetuned.json",
 }
 
 OFFLINE_NOTICE = """
@@ -47,6 +49,7 @@ class BenchmarkResult:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from abqa.export.cli import add_export_arguments
+    from abqa.core.xquad import SquadArgAction
 
     parser = subparsers.add_parser(
         "benchmark",
@@ -56,8 +59,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_export_arguments(parser.add_argument_group("export"))
     evaluate = parser.add_argument_group("evaluate")
-    evaluate.add_argument("--squad", default=None, metavar="PATH|squad|shared|builtin",
-                          help="data set (default: the shared dev set if present, else the hub, else the built-in sample)")
+    evaluate.add_argument("--squad", default=None, metavar="PATH|squad|shared|builtin|xquad.LANG,...",
+                          action=SquadArgAction,
+                          help="data set (default: the shared dev set if present, else the hub, else the built-in "
+                          "sample); xquad.de,xquad.zh,... (or repeated) for several XQuAD languages, --sample per language")
+    evaluate.add_argument("--version", choices=("1.1", "2.0"), default=None, dest="squad_version",
+                          help="SQuAD rules (default: from the --squad file). 2.0 (questions without an answer): "
+                          "the shared v2.0 dev set unless --squad, and, unless --arm, the SQuAD2 pair "
+                          + ", ".join(f"{name}={source}" for name, source in DEFAULT_ARMS_V2.items()))
+    evaluate.add_argument("--null-threshold", type=float, default=0.0, metavar="T",
+                          help="SQuAD v2.0: answer \"\" when null score - best span score > T (default: %(default)s)")
     evaluate.add_argument("--sample", type=int, default=DEFAULT_SAMPLE,
                           help="seeded random subset of questions; 0 = all (default: %(default)s)")
     evaluate.add_argument("--order", choices=("random", "interleaved", "parallel"), default="random")
@@ -76,6 +87,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     out = parser.add_argument_group("output")
     out.add_argument("--out", type=Path, default=None, help="run folder (default: runs/benchmark-<date>-<time>)")
     out.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples for the report")
+    add_mlflow_argument(out)
     parser.set_defaults(run=run)
 
 
@@ -86,7 +98,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"  report:        {result.report_html}")
     if result.replay_report_html:
         print(f"  replay report: {result.replay_report_html}  (real BERT vs DistilBERT predictions, full dev set)")
-    return result.exit_code
+    # One parent run for the benchmark's folder; the shared replay, a run of its own, nested under it.
+    children = [result.replay_report_html.parent] if result.replay_report_html else []
+    return track_stage(args.mlflow, result.run_dir, "benchmark", result.exit_code, children=children)
 
 
 def run_benchmark(args: argparse.Namespace) -> BenchmarkResult:
@@ -100,6 +114,12 @@ def run_benchmark(args: argparse.Namespace) -> BenchmarkResult:
     if not args.offline and not hub_reachable():
         print(OFFLINE_NOTICE, flush=True)
         args.offline = True
+
+    args.squad_version = benchmark_squad_version(args.squad, args.squad_version)
+    arms = arms_for_version(args.squad_version, args.arms)
+    if arms != args.arms:
+        args.arms = arms
+        print(f"   SQuAD v2.0: default arms {', '.join(arms)}", flush=True)
 
     print("== 1/5 export", flush=True)
     specs = arm_specs_from_args(args)
@@ -124,6 +144,38 @@ def run_benchmark(args: argparse.Namespace) -> BenchmarkResult:
     return BenchmarkResult(run_dir, report_html, replay_html, exit_code)
 
 
+def benchmark_squad_version(squad: str | None, version: str | None) -> str | None:
+    """The SQuAD version a benchmark runs: --version, else "2.0" when --squad is a v2.0 file, else None (v1.1).
+    Known before the export, because a v2.0 run needs the SQuAD2 default arms."""
+    if version is not None or not squad or not Path(squad).is_file():
+        return version
+    import json
+
+    from abqa.core.squad import detect_version
+
+    try:
+        detected = detect_version(json.loads(Path(squad).read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return None  # the evaluate stage reports what is wrong with the file
+    return "2.0" if detected == "2.0" else None
+
+
+def arms_for_version(version: str | None, arms: list[str] | None) -> list[str] | None:
+    """The --arm list as given; on SQuAD v2.0 without --arm, the SQuAD2 pair (the v1.1 defaults cannot say "no
+    answer")."""
+    if version == "2.0" and not arms:
+        return [f"{name}={source}" for name, source in DEFAULT_ARMS_V2.items()]
+    return arms
+
+
+def _v2_default_squad(version: str | None) -> str | None:
+    """The load test's questions on a v2.0 run without --squad: the shared v2.0 dev set, like the evaluation."""
+    from abqa.core.squad import shared_dev_path
+
+    path = shared_dev_path("2.0") if version == "2.0" else None
+    return str(path) if path is not None else None
+
+
 def _evaluate(args: argparse.Namespace, run_dir: Path, arms: list[str], grpc_url: str) -> int:
     from abqa.client.arms import parse_replay_spec
     from abqa.client.runner import STATUS_COMPLETE, EvalOptions, print_result, run_evaluation
@@ -132,6 +184,7 @@ def _evaluate(args: argparse.Namespace, run_dir: Path, arms: list[str], grpc_url
         out=run_dir, squad=args.squad, sample=args.sample or None, seed=args.seed, arms=arms,
         replays=[parse_replay_spec(text) for text in args.replay], url=grpc_url, protocol="grpc",
         order=args.order, model_repository=args.model_repository,
+        version=args.squad_version, null_threshold=args.null_threshold,
     )
     result = run_evaluation(options)
     print_result(result)
@@ -150,7 +203,7 @@ def _loadtest(args: argparse.Namespace, run_dir: Path, arms: list[str], server) 
         url=server.http_url,
         metrics_url=server.metrics_url,
         model_repository=args.model_repository,
-        squad=args.squad,
+        squad=args.squad or _v2_default_squad(args.squad_version),
         seed=args.seed,
     )
     return run_loadtest(options).exit_code
@@ -170,7 +223,7 @@ def _shared_replay(args: argparse.Namespace, run_dir: Path) -> Path | None:
     from abqa.client.runner import EvalOptions, run_evaluation
 
     data = shared_data_dir()
-    if data is None or args.squad not in (None, "shared"):
+    if data is None or args.squad not in (None, "shared") or args.squad_version == "2.0":  # the pair is v1.1
         return None
     files = {arm: data / "squad-v1.1" / "predictions" / name for arm, name in SHARED_REPLAY_PAIR.items()}
     if not all(path.is_file() for path in files.values()):

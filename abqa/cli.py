@@ -24,6 +24,7 @@ STAGE_MODULES = (
     "abqa.analysis.cli",
     "abqa.benchmark",
     "abqa.router.cli",
+    "abqa.ui.cli",
 )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from abqa.analysis.stats import DEFAULT_RESAMPLES, DEFAULT_SEED
+from abqa.core.tracking import add_mlflow_argument, track_stage
 
 
 def register(subparsers) -> None:
@@ -18,6 +19,7 @@ def register(subparsers) -> None:
     parser.add_argument("--bootstrap", type=_positive_int, default=DEFAULT_RESAMPLES, metavar="N",
                         help=f"bootstrap resamples for every confidence interval (default {DEFAULT_RESAMPLES:,})")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"bootstrap seed (default {DEFAULT_SEED})")
+    add_mlflow_argument(parser)
     parser.set_defaults(run=run)
 
 
@@ -38,4 +40,4 @@ def run(args: argparse.Namespace) -> int:
     print(f"HTML:     {report.paths.html}")
     print(f"Markdown: {report.paths.markdown}")
     print(f"JSON:     {report.paths.json}")
-    return 0
+    return track_stage(args.mlflow, args.run_dir, "report", 0)

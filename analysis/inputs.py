@@ -32,6 +32,12 @@ class ArmAnswers:
     status: list[str]
     duplicates: int = 0              # extra records for an id already seen (the last one is used)
     errors: dict[str, int] = field(default_factory=dict)  # error message -> count, for failed answers
+    languages: list[str | None] = field(default_factory=list)  # per question (multilingual runs); else empty
+    # SQuAD v2.0 runs only (None otherwise), aligned with `ids`: the question has an answer; the prediction is
+    # not "" (a "no answer"); the no-answer score difference (NaN where the arm gave none).
+    has_answer: np.ndarray | None = None
+    answered: np.ndarray | None = None
+    null_score_diff: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -111,8 +117,23 @@ def answers_from_records(records: list[EvalRecord]) -> dict[str, ArmAnswers]:
             arm=arm, ids=[r.id for r in rows], em=em.astype(float), f1=f1.astype(float),
             latency_ms=latency.astype(float), status=[r.status for r in rows],
             duplicates=duplicates.get(arm, 0), errors=errors,
+            languages=[r.language for r in rows] if any(r.language for r in rows) else [],
+            **squad_v2_columns(rows),
         )
     return answers
+
+
+def squad_v2_columns(rows: list[EvalRecord]) -> dict[str, np.ndarray]:
+    """The SQuAD v2.0 columns of one arm's records (none when no record says whether its question has an answer)."""
+    if not any(r.has_answer is not None for r in rows):
+        return {}
+    ok = [r.status == OK for r in rows]
+    return {
+        "has_answer": np.array([bool(r.has_answer) for r in rows], dtype=bool),
+        "answered": np.array([bool(r.prediction) for r in rows], dtype=bool),
+        "null_score_diff": np.array([_number_or_nan(r.null_score_diff) if good else np.nan
+                                     for r, good in zip(rows, ok)], dtype=float),
+    }
 
 
 def _read_eval(path: Path) -> list[EvalRecord]:

@@ -238,10 +238,12 @@ def _run_facts(data: dict[str, Any]) -> list[str]:
 
 def _methods(data: dict[str, Any]) -> list[str]:
     s = data["settings"]
+    multilingual = (" Multilingual run: each question is scored under MLQA's convention for its language "
+                    "(see Languages)." if data.get("languages") else "")
     return [
-        f"Accuracy: SQuAD v1.1 exact match and token F1 per question (percent); failed and missing answers count "
+        f"Accuracy: SQuAD v{squad_version(data)} exact match and token F1 per question (percent); failed and missing answers count "
         f"as wrong. Confidence intervals: {s['confidence']:.0%} percentile bootstrap over questions, "
-        f"{s['bootstrap_resamples']:,} resamples, seed {s['seed']}.",
+        f"{s['bootstrap_resamples']:,} resamples, seed {s['seed']}.{multilingual}",
         "Pairs: questions are matched by id; only questions both arms answered enter the paired tests, and every "
         "difference is first arm − second arm.",
         "Exact match: McNemar's test (statsmodels) — exact binomial p-value on the discordant counts b and c, and "
@@ -258,6 +260,77 @@ def _methods(data: dict[str, Any]) -> list[str]:
         + (" — Holm's step-down adjustment (statsmodels multipletests) within each test over all pairs."
            if s["multiple_comparisons"] == "holm" else "."),
     ]
+
+
+SQUAD_V2_HEADERS = ["arm", "HasAns questions", "HasAns EM % [95% CI]", "HasAns F1 % [95% CI]",
+                    "HasAns answered %", "NoAns questions", "NoAns EM = F1 % [95% CI]", "NoAns answered %"]
+BEST_THRESHOLD_HEADERS = ["arm", "questions searched", "EM % as answered", "best EM %", "its threshold",
+                          "F1 % as answered", "best F1 %", "its threshold"]
+
+
+def squad_version(data: dict[str, Any]) -> str:
+    """The SQuAD rules the run was scored with ("1.1" unless meta.json's data set or the records say 2.0)."""
+    if any(s.get("squad_v2") for s in data["arms"].values()):
+        return "2.0"
+    return "2.0" if str((data["run"].get("dataset") or {}).get("version")) == "2.0" else "1.1"
+
+
+def squad_v2_methods(data: dict[str, Any]) -> list[str]:
+    if squad_version(data) != "2.0":
+        return []
+    served = [s for s in data["arms"].values() if s.get("squad_v2") and s["provenance"]["kind"] == "served"]
+    threshold = next((s["squad_v2"]["null_threshold"] for s in served
+                      if s["squad_v2"].get("null_threshold") is not None), None)
+    rule = "" if not served else (f"; served arms answered \"\" when their null score ([CLS] start + end logit, lowest over the windows) "
+            f"beat their best span score by more than {threshold:g}" if threshold is not None else
+            "served arms answered \"\" when their null score beat their best span score by more than the run's "
+            "threshold")
+    return [f"SQuAD v2.0: a question without an answer has the single reference \"\"; EM as in v1.1, F1 is 1 when "
+            f"prediction and reference are both empty and 0 when only one is (the official v2.0 script){rule}; "
+            "replayed answers are taken as given. HasAns/NoAns are the same scores over the questions with and "
+            "without an answer. The best threshold is the official find_best_thresh over the evaluated questions "
+            "(tuned on them: optimistic)."]
+
+
+def squad_v2_blocks(data: dict[str, Any]) -> list[Block]:
+    """SQuAD v2.0: HasAns/NoAns per arm, and the best no-answer threshold, labelled as tuned on these questions."""
+    arms = {arm: s for arm, s in data["arms"].items() if s.get("squad_v2")}
+    if not arms:
+        return []
+    blocks: list[Block] = [Heading("SQuAD v2.0: questions with an answer (HasAns) and without (NoAns)", 3)]
+    rows = []
+    for arm, s in arms.items():
+        has, no = s["squad_v2"]["has_ans"], s["squad_v2"]["no_ans"]
+        flag = "" if s["accuracy_meaningful"] else " — STAND-IN: meaningless"
+        rows.append([s["provenance"]["label"], num(has["questions"]),
+                     with_ci(has["em"], has["em_ci"]) + (flag if has["em"] is not None else ""),
+                     with_ci(has["f1"], has["f1_ci"]) + (flag if has["f1"] is not None else ""),
+                     num(has["answered"]), num(no["questions"]),
+                     with_ci(no["em"], no["em_ci"]) + (flag if no["em"] is not None else ""), num(no["answered"])])
+    blocks.append(Table(SQUAD_V2_HEADERS, rows))
+    blocks.append(Paragraph("\"answered\": the share of those questions the arm gave a non-empty answer to. On NoAns "
+                            "questions the only right answer is \"\", so EM and F1 are the same number."))
+    blocks.append(Heading("SQuAD v2.0: best no-answer threshold (tuned on the evaluated questions)", 3))
+    if not any(s["squad_v2"]["best_threshold"]["available"] for s in arms.values()):
+        reason = next(iter(arms.values()))["squad_v2"]["best_threshold"]["reason"]
+        blocks.append(Paragraph(f"Not computed for any arm: {reason}."))
+        return blocks
+    rows = []
+    for arm, s in arms.items():
+        best = s["squad_v2"]["best_threshold"]
+        if not best["available"]:
+            rows.append([s["provenance"]["label"], "–", num(s["em"], 3), "–", "–", num(s["f1"], 3), "–",
+                         f"not available: {best['reason']}"])
+            continue
+        rows.append([s["provenance"]["label"], num(best["questions"]), num(s["em"], 3), num(best["best_em"], 3),
+                     num(best["best_em_threshold"], 3), num(s["f1"], 3), num(best["best_f1"], 3),
+                     num(best["best_f1_threshold"], 3)])
+    blocks.append(Table(BEST_THRESHOLD_HEADERS, rows))
+    blocks.append(Paragraph("TUNED ON THE EVALUATED QUESTIONS: the best threshold is chosen on the very questions it "
+                            "scores (the official SQuAD v2.0 script's find_best_thresh), so the best EM/F1 are "
+                            "optimistic and are not used by the tests or the verdict, which compare the answers as "
+                            "given (served arms: at the run's --null-threshold).", css="warn"))
+    return blocks
 
 
 def _without_empty_columns(table: Table, keep: int) -> Table:
@@ -278,6 +351,7 @@ def layout(data: dict[str, Any], figures: list[str]) -> Document:
 
     blocks.append(Heading("Arms"))
     blocks.append(_without_empty_columns(Table(ARM_HEADERS, _arm_rows(data)), keep=3))
+    blocks.extend(squad_v2_blocks(data))  # nothing on a SQuAD v1.1 run
 
     blocks.append(Heading("Comparisons"))
     if not data["tests"]:
@@ -301,6 +375,9 @@ def layout(data: dict[str, Any], figures: list[str]) -> Document:
             table = Table(table.headers[:3], [row[:3] for row in table.rows])
         blocks.append(table)
 
+    if data.get("languages"):  # a multilingual run: per-language accuracy and paired tests
+        blocks.extend(language_blocks(data))
+
     blocks.append(Heading("Load"))
     rows = _load_rows(data)
     if rows:
@@ -318,8 +395,80 @@ def layout(data: dict[str, Any], figures: list[str]) -> Document:
     blocks.append(Heading("Run"))
     blocks.append(Bullets(_run_facts(data)))
     blocks.append(Heading("Methods"))
-    blocks.append(Bullets(_methods(data)))
+    blocks.append(Bullets(_methods(data) + squad_v2_methods(data)))
     return doc
+
+
+LANGUAGE_ARM_HEADERS = ["language", "arm", "questions", "EM % [95% CI]", "F1 % [95% CI]", "p50 ms"]
+LANGUAGE_PAIR_HEADERS = ["language", "pair", "paired questions", "EM difference, points [CI]", "McNemar b / c",
+                         "McNemar p (Holm)", "F1 difference, points [CI]", "paired t p (Holm)",
+                         "latency ratio of medians [CI]"]
+
+
+def _language_arm_rows(data: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    report = data["languages"]
+    for language in report["languages"]:
+        entry = report["per_language"][language]
+        for arm, block in entry["arms"].items():
+            flag = "" if data["arms"][arm]["accuracy_meaningful"] else " — STAND-IN: meaningless"
+            questions = (f"{block['questions']:,} ({block['ok']:,} ok, {block['failed']:,} failed, "
+                         f"{block['missing']:,} missing)")
+            rows.append([f"{language} ({entry['dataset']})" if entry.get("dataset") else language,
+                         data["arms"][arm]["provenance"]["label"], questions,
+                         with_ci(block["em"], block["em_ci"]) + (flag if block["em"] is not None else ""),
+                         with_ci(block["f1"], block["f1_ci"]) + (flag if block["f1"] is not None else ""),
+                         num(block["latency_p50_ms"])])
+    return rows
+
+
+def _p_with_holm(block: dict[str, Any] | None) -> str:
+    if not block:
+        return "–"
+    return f"{p_cell(block.get('p_value'))} ({p_cell(block.get('p_value_holm'))})"
+
+
+def _language_pair_rows(data: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    report = data["languages"]
+    for language in report["languages"]:
+        for test in report["per_language"][language]["tests"].values():
+            pair = f"{test['arm_a']} − {test['arm_b']}"
+            if test.get("error"):
+                rows.append([language, pair, num(test["paired_questions"]), test["error"], "", "", "", "", ""])
+                continue
+            m, latency = test["mcnemar"], test.get("latency")
+            flag = "" if test.get("accuracy_meaningful", True) else " (stand-in: meaningless)"
+            ratio = (with_ci(latency["ratio_of_medians"]["value"], latency["ratio_of_medians"]["ci"], 3)
+                     if latency else "–")
+            rows.append([language, pair, num(test["paired_questions"]),
+                         with_ci(test["em_diff"]["value"], test["em_diff"]["ci"], 2) + flag,
+                         f"{m['b']:,} / {m['c']:,}", _p_with_holm(m),
+                         with_ci(test["f1_diff"]["value"], test["f1_diff"]["ci"], 2) + flag,
+                         _p_with_holm(test["paired_t_f1"]), ratio])
+    return rows
+
+
+def language_blocks(data: dict[str, Any]) -> list[Block]:
+    """The "Languages" section of a multilingual run: how it was scored, then accuracy and tests per language."""
+    report = data["languages"]
+    blocks: list[Block] = [
+        Heading("Languages"),
+        Paragraph(f"{len(report['languages'])} language(s): {', '.join(report['languages'])}. {report['ids']}"),
+        Paragraph(f"F1 tokenisation: {report['scoring']}", css="warn"),
+        Heading("Accuracy per language", 3),
+        Table(LANGUAGE_ARM_HEADERS, _language_arm_rows(data)),
+    ]
+    rows = _language_pair_rows(data)
+    if rows:
+        blocks += [
+            Heading("Paired comparison per language", 3),
+            Paragraph("Each language's questions alone, with the tests of the whole run (McNemar's exact test on EM, "
+                      "paired t-test on F1, paired bootstrap CIs, ratio of median latencies). "
+                      f"Multiple comparisons: {report['multiple_comparisons']}; p-values are shown raw (Holm)."),
+            Table(LANGUAGE_PAIR_HEADERS, rows),
+        ]
+    return blocks
 
 
 # ---------------------------------------------------------------- writers

@@ -16,6 +16,7 @@ import numpy as np
 
 from abqa.analysis import stats
 from abqa.analysis.inputs import ArmAnswers, RunInputs
+from abqa.analysis.squad_v2 import squad_v2_block, squad_v2_notes
 from abqa.core.records import STANDIN_WARNING
 
 PAIR_SEPARATOR = "__vs__"
@@ -179,6 +180,9 @@ def summarise_arm(
     steps = [load_step(row) for row in inputs.load_rows if row.arm == arm]
     steps.sort(key=lambda step: step["users"])
     summary["load"] = steps or None
+    squad_v2 = squad_v2_block(answers, settings, (inputs.meta or {}).get("qa"))
+    if squad_v2 is not None:  # a SQuAD v2.0 run: HasAns/NoAns and the best threshold (a v1.1 report is unchanged)
+        summary["squad_v2"] = squad_v2
     return summary
 
 
@@ -360,6 +364,20 @@ def build_report_data(inputs: RunInputs, settings: ReportSettings = ReportSettin
         "tests": tests,
         "load": load,
     }
-    data["notes"] = _notes(data)
+    data["notes"] = _notes(data) + squad_v2_notes(data)
     data["verdict"] = verdict_lines(data)
+    _add_languages(data, inputs, settings)
     return data
+
+
+def _add_languages(data: dict[str, Any], inputs: RunInputs, settings: ReportSettings) -> None:
+    """A multilingual run (records with a language) gets per-language tables, notes and verdict lines."""
+    from abqa.analysis.languages import language_notes, language_report, language_verdict
+
+    report = language_report(inputs, data["arms"], settings)
+    if report is None:
+        return
+    data["languages"] = report
+    data["notes"] += language_notes(report)
+    pair_lines = len(data["tests"])
+    data["verdict"][pair_lines:pair_lines] = language_verdict(report, data["arms"])

@@ -8,7 +8,6 @@ Both turn a question into an `EvalRecord` scored with the official metric.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -20,8 +19,11 @@ import numpy as np
 
 from abqa.core.config import MAX_SEQ_LENGTH, METADATA_FILENAME, TOKENIZER_DIRNAME, validate_arm_name
 from abqa.core.errors import AbqaError
+from abqa.core.io import read_json_file
 from abqa.core.metrics import score_answer
-from abqa.core.qa import Answer, best_answer, encode_question, group_by_length, load_tokenizer
+from abqa.core.metrics import score_answer_in_language
+from abqa.core.qa import (Answer, answer_with_null_threshold, best_answer, encode_question, group_by_length,
+                          load_tokenizer)
 from abqa.core.records import EvalRecord, ExportMetadata
 from abqa.core.squad import SquadQuestion
 
@@ -37,11 +39,22 @@ def utc_now() -> str:
 
 def scored_record(question: SquadQuestion, arm: str, prediction: str | None, *, started_at: str,
                   latency_ms: float | None = None, windows: int | None = None, tokens: int | None = None,
-                  status: str = STATUS_OK, error: str | None = None) -> EvalRecord:
-    """An eval.jsonl record: no prediction (failed or missing) scores 0, never disappears."""
-    score = score_answer(prediction, question.answer_texts)
-    return EvalRecord(question.id, arm, prediction, score.em, score.f1, latency_ms, windows, tokens, started_at,
-                      status, error)
+                  status: str = STATUS_OK, error: str | None = None, version: str = "1.1",
+                  null_score_diff: float | None = None) -> EvalRecord:
+    """An eval.jsonl record: no prediction (failed or missing) scores 0, never disappears.
+
+    SQuAD v2.0 (`version`): scored with its rules (no answer = ""), and the record says whether the question has
+    an answer and carries the arm's no-answer score difference, when there is one."""
+    score = score_answer(prediction, question.answer_texts, version)
+    record = EvalRecord(question.id, arm, prediction, score.em, score.f1, latency_ms, windows, tokens, started_at,
+                        status, error)
+    if version == "2.0":
+        record.has_answer = question.has_answer
+        record.null_score_diff = null_score_diff
+    if question.language:  # a multilingual run (XQuAD): MLQA's convention for the question's language
+        in_language = score_answer_in_language(prediction, question.answer_texts, question.language)
+        record.em, record.f1, record.language = in_language.em, in_language.f1, question.language
+    return record
 
 
 # --- replay arms ---------------------------------------------------------------------------------------------------
@@ -74,21 +87,26 @@ class ReplayArm:
     sha256: str
     predictions: dict[str, str]
     unknown_ids: list[str] = field(default_factory=list)   # ids not in the data set (ignored)
+    version: str = "1.1"                                    # SQuAD scoring rules of the data set
+    na_probs: dict[str, float] | None = None                # SQuAD v2.0 na_prob file (id -> no-answer score)
+    na_prob_path: Path | None = None
+    na_prob_sha256: str | None = None
     kind = "replay"
 
     @classmethod
-    def load(cls, name: str, path: Path, split_ids: set[str]) -> "ReplayArm":
+    def load(cls, name: str, path: Path, split_ids: set[str], *, version: str = "1.1",
+             na_prob_path: Path | None = None) -> "ReplayArm":
+        arm = cls._load_predictions(name, path, split_ids)
+        arm.version = version
+        if na_prob_path is not None:
+            arm.na_prob_path = Path(na_prob_path)
+            arm.na_probs, arm.na_prob_sha256 = load_na_probs(name, arm.na_prob_path, arm.predictions)
+        return arm
+
+    @classmethod
+    def _load_predictions(cls, name: str, path: Path, split_ids: set[str]) -> "ReplayArm":
         where = f"--replay {name}={path}"
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            raise AbqaError(f"{where}: file not found") from None
-        except OSError as exc:
-            raise AbqaError(f"{where}: cannot be read ({exc.strerror})") from None
-        try:
-            obj = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise AbqaError(f"{where}: not valid JSON ({exc})") from None
+        obj, raw = read_json_file(path, where)
         predictions = parse_predictions(obj, where=where)
         unknown = [question_id for question_id in predictions if question_id not in split_ids]
         if unknown:
@@ -97,10 +115,13 @@ class ReplayArm:
         return cls(name, path, hashlib.sha256(raw).hexdigest(), predictions, unknown)
 
     def answer(self, question: SquadQuestion) -> EvalRecord:
+        """The file's answer, scored as given (a replayed "" is a "no answer"; no threshold is applied to it)."""
         prediction = self.predictions.get(question.id)
         status = STATUS_OK if prediction is not None else STATUS_MISSING
+        na_prob = self.na_probs.get(question.id) if self.na_probs is not None and prediction is not None else None
         return scored_record(question, self.name, prediction, started_at=utc_now(), status=status,
-                             error=None if prediction is not None else "no prediction for this id in the replay file")
+                             error=None if prediction is not None else "no prediction for this id in the replay file",
+                             version=self.version, null_score_diff=na_prob)
 
     def provenance(self, missing_ids: int) -> dict:
         return {
@@ -108,7 +129,35 @@ class ReplayArm:
             "replay_file": str(self.path.resolve()), "replay_sha256": self.sha256,
             "onnx_file_size": None, "parameters": None, "architecture": None, "variant": None,
             "predictions": len(self.predictions), "unknown_ids": len(self.unknown_ids), "missing_ids": missing_ids,
+            **({"na_prob_file": str(self.na_prob_path.resolve()), "na_prob_sha256": self.na_prob_sha256}
+               if self.na_prob_path is not None else {}),
         }
+
+
+def parse_na_prob_spec(text: str) -> tuple[str, Path]:
+    """`NAME=na_prob.json` -> (name, path): the no-answer scores of replay arm NAME (SQuAD v2.0)."""
+    name, sep, path = text.partition("=")
+    if not sep or not name.strip() or not path.strip():
+        raise AbqaError(f"--na-prob {text!r}: expected NAME=NA_PROB.json, NAME being a --replay arm")
+    return validate_arm_name(name.strip()), Path(path.strip())
+
+
+def load_na_probs(name: str, path: Path, predictions: dict[str, str]) -> tuple[dict[str, float], str]:
+    """An official SQuAD v2.0 na_prob file ({id: no-answer probability or score}) for replay arm `name`, and its
+    sha256. Every answered id needs a number: the best-threshold search orders the questions by it."""
+    where = f"--na-prob {name}={path}"
+    obj, raw = read_json_file(path, where)
+    if not isinstance(obj, dict):
+        raise AbqaError(f"{where}: expected a JSON object mapping question id to a number, got {type(obj).__name__}")
+    bad = [key for key, value in obj.items()
+           if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value)]
+    if bad:
+        raise AbqaError(f"{where}: values must be finite numbers; not for {', '.join(repr(k) for k in bad[:5])}"
+                        + (f" and {len(bad) - 5} more" if len(bad) > 5 else ""))
+    absent = [question_id for question_id in predictions if question_id not in obj]
+    if absent:
+        raise AbqaError(f"{where}: no no-answer score for {len(absent)} predicted id(s), e.g. {absent[0]}")
+    return {key: float(value) for key, value in obj.items()}, hashlib.sha256(raw).hexdigest()
 
 
 # --- served arms ---------------------------------------------------------------------------------------------------
@@ -134,6 +183,8 @@ class ServedArm:
     protocol: str
     timeout_s: float = 60.0
     retry: Any = None
+    version: str = "1.1"            # SQuAD scoring rules; "2.0" answers "" when the null score wins
+    null_threshold: float = 0.0     # SQuAD v2.0: "" when null score - best span score > this
     kind = "served"
 
     def __post_init__(self) -> None:
@@ -174,8 +225,12 @@ class ServedArm:
         """Answer one question end to end and time it; a request that fails for good raises InferFailed."""
         started_at = utc_now()
         prediction = self.predict(question.question, question.context)
-        return scored_record(question, self.name, prediction.answer.text, started_at=started_at,
-                             latency_ms=prediction.latency_ms, windows=prediction.windows, tokens=prediction.tokens)
+        text = prediction.answer.text
+        if self.version == "2.0":
+            text = answer_with_null_threshold(prediction.answer, self.null_threshold)
+        return scored_record(question, self.name, text, started_at=started_at,
+                             latency_ms=prediction.latency_ms, windows=prediction.windows, tokens=prediction.tokens,
+                             version=self.version, null_score_diff=prediction.answer.null_score_diff)
 
     def predict(self, question: str, context: str) -> Prediction:
         """The best span for any question and context (no reference needed: the router and the app use this),
@@ -201,7 +256,8 @@ class ServedArm:
         return Prediction(answer, latency_ms, len(windows), sum(window.length for window in windows))
 
     def failed_record(self, question: SquadQuestion, started_at: str, error: str) -> EvalRecord:
-        return scored_record(question, self.name, None, started_at=started_at, status=STATUS_FAILED, error=error)
+        return scored_record(question, self.name, None, started_at=started_at, status=STATUS_FAILED, error=error,
+                             version=self.version)
 
     def provenance(self, failed: int = 0) -> dict:
         export = self.export

@@ -7,6 +7,8 @@ from datetime import datetime
 from pathlib import Path
 
 from abqa.core.config import DEFAULT_ARMS, DEFAULT_MODEL_REPOSITORY, DEFAULT_RUNS_DIR, split_csv
+from abqa.core.xquad import SquadArgAction
+from abqa.core.tracking import add_mlflow_argument, track_stage
 
 EXIT_INTERRUPTED, EXIT_FAILED = 130, 1
 
@@ -21,13 +23,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "same --out resumes; Ctrl+C stops with everything saved.",
     )
     data = parser.add_argument_group("data")
-    data.add_argument("--squad", default=None, metavar="PATH|squad|shared|builtin",
+    data.add_argument("--squad", default=None, metavar="PATH|squad|shared|builtin|xquad.LANG,...",
+                      action=SquadArgAction,
                       help="a SQuAD v1.1 JSON file; `squad`: the Hugging Face hub's validation split (needs `datasets` "
                       "and network); `shared`: ../shared/data/squad-v1.1/dev-v1.1.json; `builtin`: the small built-in "
-                      "sample. Default: shared if present, else the hub if reachable, else the built-in sample")
+                      "sample. Default: shared if present, else the hub if reachable, else the built-in sample. "
+                      "Multilingual: xquad.de,xquad.zh,... (comma list or --squad repeated; each language from "
+                      "../shared/data/xquad/, else the hub's google/xquad; xquad.LANG=PATH for your own file): "
+                      "ids become LANG:ID, --sample/--limit apply per language, scoring follows MLQA")
     data.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N questions (after --sample)")
     data.add_argument("--sample", type=int, default=None, metavar="N", help="a seeded random subset of N questions")
     data.add_argument("--seed", type=int, default=0, help="seed of --sample and of --order random (default: %(default)s)")
+    data.add_argument("--version", choices=("1.1", "2.0"), default=None, dest="squad_version",
+                      help="SQuAD scoring rules (default: from the file: its \"version\", or questions marked "
+                      "is_impossible, mean 2.0). 2.0: unanswerable questions, whose only right answer is \"\" (no "
+                      "answer); without --squad (or with `shared`) it takes ../shared/data/squad-v2.0/dev-v2.0.json")
+    data.add_argument("--null-threshold", type=float, default=0.0, metavar="T",
+                      help="SQuAD v2.0: a served arm answers \"\" when its null score ([CLS] start + end logit) "
+                      "minus its best span score is above T (default: %(default)s)")
+    data.add_argument("--na-prob", action="append", default=[], metavar="NAME=NA_PROB.json",
+                      help="SQuAD v2.0: the official na_prob file (id -> no-answer score) of replay arm NAME, for the "
+                      "report's best-threshold search; repeatable")
 
     arms = parser.add_argument_group("arms")
     arms.add_argument("--arms", default=None, metavar="A,B",
@@ -57,11 +73,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--retry-failed", action="store_true",
                      help="when resuming, ask again for the (question, arm) pairs recorded as failed")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_mlflow_argument(run)
     parser.set_defaults(run=run_command)
 
 
 def build_options(args: argparse.Namespace):
-    from abqa.client.arms import parse_replay_spec
+    from abqa.client.arms import parse_na_prob_spec, parse_replay_spec
     from abqa.client.runner import EvalOptions
     from abqa.client.triton import RetryPolicy
 
@@ -77,6 +94,8 @@ def build_options(args: argparse.Namespace):
         model_repository=args.model_repository, timeout_s=args.timeout,
         retry=RetryPolicy(attempts=max(1, args.retries + 1)), retry_failed=args.retry_failed,
         start_server=args.start_server, progress=False if args.no_progress else None,
+        version=args.squad_version, null_threshold=args.null_threshold,
+        na_probs=[parse_na_prob_spec(text) for text in args.na_prob],
     )
 
 
@@ -86,5 +105,6 @@ def run_command(args: argparse.Namespace) -> int:
     result = run_evaluation(build_options(args))
     print_result(result)
     if result.status == STATUS_COMPLETE:
-        return 0
-    return EXIT_INTERRUPTED if result.status == STATUS_INTERRUPTED else EXIT_FAILED
+        return track_stage(args.mlflow, result.out, "evaluate", 0)
+    return track_stage(args.mlflow, result.out, "evaluate",
+                       EXIT_INTERRUPTED if result.status == STATUS_INTERRUPTED else EXIT_FAILED)

@@ -27,10 +27,12 @@ from abqa.core.errors import AbqaError
 from abqa.core.io import read_jsonl, write_json_atomic
 from abqa.core.machine import machine_info, package_versions
 from abqa.core.records import EVAL_FILENAME, META_FILENAME, STANDIN_WARNING, EvalRecord
-from abqa.core.squad import SquadDataset, SquadQuestion, resolve_squad, select_questions
+from abqa.core.squad import SquadDataset, SquadQuestion, resolve_squad_version, select_questions
+from abqa.core.xquad import describe_parts
 from abqa.client.arms import STATUS_FAILED, ReplayArm, ServedArm, utc_now
 from abqa.client.resources import PeakSampler, client_peak_rss_mb, find_server_process
 from abqa.client.summary import ArmSummary, format_table, summarize
+from abqa.client.summary import format_language_table, summarize_by_language
 from abqa.client.triton import InferFailed, RetryPolicy, normalize_url
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,9 @@ class EvalOptions:
     retry_failed: bool = False
     start_server: bool = False
     progress: bool | None = None                                      # None: a bar when stderr is a terminal
+    version: str | None = None                                        # SQuAD rules: None detects from the data
+    null_threshold: float = 0.0                                       # SQuAD v2.0: "" when null - span score > this
+    na_probs: list[tuple[str, Path]] = field(default_factory=list)    # (replay arm, SQuAD v2.0 na_prob file)
 
     @property
     def arm_names(self) -> list[str]:
@@ -76,6 +81,7 @@ class EvalResult:
     summaries: list[ArmSummary]
     message: str = ""
     resume_command: str | None = None
+    by_language: dict[str, list[ArmSummary]] = field(default_factory=dict)   # multilingual runs only
 
 
 class Interrupted(BaseException):
@@ -100,6 +106,11 @@ def validate_options(options: EvalOptions) -> None:
         raise AbqaError(f"arm name(s) given twice: {', '.join(duplicates)}; every arm needs its own name")
     for name in options.arms:
         core_config.validate_arm_name(name)
+    replayed = {name for name, _ in options.replays}
+    for name, path in options.na_probs:
+        if name not in replayed:
+            raise AbqaError(f"--na-prob {name}={path}: {name} is not a --replay arm (na_prob files go with replayed "
+                            "prediction files; served arms record their own no-answer scores)")
 
 
 def arm_order(arms: Sequence[str], order: str, seed: int, question_id: str, position: int) -> list[str]:
@@ -137,6 +148,12 @@ def options_to_argv(options: EvalOptions) -> list[str]:
             argv.append("--start-server")
     for name, path in options.replays:
         argv += ["--replay", f"{name}={path}"]
+    if options.version is not None:
+        argv += ["--version", options.version]
+    if options.null_threshold != 0.0:
+        argv += ["--null-threshold", repr(options.null_threshold)]
+    for name, path in options.na_probs:
+        argv += ["--na-prob", f"{name}={path}"]
     argv += ["--out", str(options.out)]
     return argv
 
@@ -166,6 +183,10 @@ def check_resumable(previous: dict, dataset: SquadDataset, options: EvalOptions)
         arm = previous.get("arms", {}).get(name, {})
         if arm.get("kind") == "served":
             raise AbqaError(f"{where}: arm {name} was a served arm in this run; give the replay another name")
+    old_squad_v2 = (previous.get("qa") or {}).get("squad_v2") or {}
+    if dataset.version == "2.0" and old_squad_v2.get("null_threshold", options.null_threshold) != options.null_threshold:
+        raise AbqaError(f"{where} holds a run with --null-threshold {old_squad_v2['null_threshold']}, this one has "
+                        f"{options.null_threshold}; use the same threshold to resume, or another --out")
 
 
 # --- files ---------------------------------------------------------------------------------------------------------
@@ -310,7 +331,7 @@ def answer_or_fail(arm: ServedArm, question: SquadQuestion) -> EvalRecord:
 
 def run_evaluation(options: EvalOptions) -> EvalResult:
     validate_options(options)
-    dataset = resolve_squad(options.squad)
+    dataset = resolve_squad_version(options.squad, options.version)
     questions = select_questions(dataset, limit=options.limit, sample=options.sample, seed=options.seed)
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -329,7 +350,10 @@ def run_evaluation(options: EvalOptions) -> EvalResult:
         log.warning("resuming %s: %d (id, arm) pair(s) already done are skipped", out, len(done))
 
     split_ids = set(dataset.ids())
-    replays = {name: ReplayArm.load(name, Path(path), split_ids) for name, path in options.replays}
+    na_prob_files = dict(options.na_probs)
+    replays = {name: ReplayArm.load(name, Path(path), split_ids, version=dataset.version,
+                                    na_prob_path=na_prob_files.get(name))
+               for name, path in options.replays}
     _check_replay_files(previous, replays, out)
 
     server_handle = None
@@ -346,7 +370,7 @@ def run_evaluation(options: EvalOptions) -> EvalResult:
                 url = server_handle.grpc_url if options.protocol == "grpc" else server_handle.http_address
             for name in options.arms:
                 arm = ServedArm(name, Path(options.model_repository), url, options.protocol, options.timeout_s,
-                                options.retry)
+                                options.retry, version=dataset.version, null_threshold=options.null_threshold)
                 workers[name] = _Worker(arm)
                 workers[name].submit(arm.connect).result()
             found = find_server_process(url)
@@ -387,8 +411,10 @@ def run_evaluation(options: EvalOptions) -> EvalResult:
                                 status, sampler, message)
             write_json_atomic(meta_path, final)
     summaries = summarize(records, options.arm_names, _kinds(options), {q.id for q in questions})
+    by_language = summarize_by_language(records, options.arm_names, _kinds(options),
+                                        {q.id: q.language for q in questions})
     resume = resume_command(options) if status != STATUS_COMPLETE else None
-    return EvalResult(out, status, summaries, message, resume)
+    return EvalResult(out, status, summaries, message, resume, by_language)
 
 
 def _evaluate(questions: list[SquadQuestion], options: EvalOptions, workers: dict[str, _Worker],
@@ -522,12 +548,15 @@ def _build_meta(options: EvalOptions, dataset: SquadDataset, questions: list[Squ
             "source": dataset.source, "path": dataset.path, "sha256": dataset.sha256, "version": dataset.version,
             "questions": len(dataset), "evaluated_questions": len(questions),
             "limit": options.limit, "sample": options.sample, "seed": options.seed,
+            # A multilingual run (--squad xquad.de,xquad.zh): each language's file and how many were evaluated.
+            **({"languages": describe_parts(dataset, questions)} if dataset.parts else {}),
         },
         "order": options.order,
         "seed": options.seed,
         "qa": {"max_seq_length": core_config.MAX_SEQ_LENGTH, "doc_stride": core_config.DOC_STRIDE,
                "n_best": core_config.N_BEST, "max_answer_length": core_config.MAX_ANSWER_LENGTH,
-               "pad_multiple": core_config.PAD_MULTIPLE},
+               "pad_multiple": core_config.PAD_MULTIPLE,
+               **({"squad_v2": squad_v2_meta(options)} if dataset.version == "2.0" else {})},
         "arms": arms,
         "server": server if options.arms else {**server, "kind": None},
         "client": {"peak_rss_mb": _max_or_none(client_peak_rss_mb(), old_client)},
@@ -541,6 +570,16 @@ def _build_meta(options: EvalOptions, dataset: SquadDataset, questions: list[Squ
     }
 
 
+def squad_v2_meta(options: EvalOptions) -> dict:
+    """How a SQuAD v2.0 run decides "no answer" (meta.json qa.squad_v2)."""
+    return {
+        "null_threshold": options.null_threshold,
+        "rule": "served arms answer \"\" when null score - best span score > null_threshold; the null score is "
+                "start + end logit at [CLS], lowest over the windows; replayed answers are taken as given",
+        "na_prob_files": {name: str(path) for name, path in options.na_probs},
+    }
+
+
 def _max_or_none(*values: float | None) -> float | None:
     present = [value for value in values if value is not None]
     return max(present) if present else None
@@ -550,6 +589,8 @@ def print_result(result: EvalResult, out=None) -> None:
     """The summary table on stdout; how the run ended (and how to resume) on stderr."""
     out = out or sys.stdout
     print(format_table(result.summaries), file=out)
+    if result.by_language:  # a multilingual run: the same per language (MLQA scoring)
+        print(format_language_table(result.by_language), file=out)
     print(f"records: {result.out / EVAL_FILENAME}, metadata: {result.out / META_FILENAME}", file=out)
     if result.status != STATUS_COMPLETE:
         print(f"abqa evaluate: {result.status}: {result.message}. Everything answered so far is saved in "

@@ -68,3 +68,25 @@ def format_table(summaries: Sequence[ArmSummary]) -> str:
 
 def _ms(value: float | None) -> str:
     return f"{value:.1f}" if value is not None else "-"
+
+
+def summarize_by_language(records: Iterable[EvalRecord], arms: Sequence[str], kinds: dict[str, str] | None,
+                          languages: dict[str, str | None]) -> dict[str, list[ArmSummary]]:
+    """A multilingual run's summaries per language ({question id: language} of the run's questions), in the
+    order the languages first appear; empty for a run without languages."""
+    records = list(records)
+    order = list(dict.fromkeys(language for language in languages.values() if language))
+    return {language: summarize(records, arms, kinds, {qid for qid, lang in languages.items() if lang == language})
+            for language in order}
+
+
+def format_language_table(by_language: dict[str, Sequence[ArmSummary]]) -> str:
+    """The per-language table printed after the run's table (EM/F1 by MLQA's convention for each language)."""
+    header = ["language", "arm", "questions", "failed", "EM", "F1", "p50 ms"]
+    rows = [[language, s.arm, str(s.questions), str(s.failed), f"{s.exact_match:.3f}", f"{s.f1:.3f}",
+             _ms(s.latency_p50_ms)] for language, summaries in by_language.items() for s in summaries]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+             for row in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

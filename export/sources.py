@@ -11,7 +11,8 @@ from pathlib import Path
 
 from abqa.core.config import ArmSpec
 from abqa.core.errors import AbqaError
-from abqa.export.standins import build_standin_checkpoint, standin_architecture_for
+from abqa.export.standins import (MULTILINGUAL_STANDIN_NOTE, build_standin_checkpoint,
+                                 standin_architecture_for, standin_multilingual_overrides)
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +78,11 @@ def resolve_checkpoint(
     if offline or hub_offline_requested():
         architecture = standin_architecture_for(spec.name, spec.source)
         print(STANDIN_BANNER.format(arm=spec.name, source=spec.source, architecture=architecture), flush=True)
+        multilingual = standin_multilingual_overrides(spec.name, spec.source)
+        if multilingual:
+            print(MULTILINGUAL_STANDIN_NOTE.format(arm=spec.name, vocab_size=multilingual["vocab_size"]), flush=True)
         path = build_standin_checkpoint(
-            architecture, workdir / "standin", seed=seed, config_overrides=standin_overrides
+            architecture, workdir / "standin", seed=seed, config_overrides={**multilingual, **(standin_overrides or {})}
         )
         return ResolvedCheckpoint(path, f"standin:{architecture}", "standin", standin=True)
     return _download(spec, workdir / "hub")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,15 +56,37 @@ def real_vocab_file() -> Path:
 def standin_architecture_for(arm_name: str, source: str) -> str:
     """Which published architecture stands in for an arm whose checkpoint cannot be downloaded."""
     text = f"{arm_name} {source}".lower()
-    if "distilbert" in text:
+    # RoBERTa, ALBERT, DeBERTa (and XLM-R) contain "bert" but are other architectures: no stand-in for them.
+    other_architecture = re.search(r"roberta|albert|deberta|xlm-r", text)
+    if "distilbert" in text and not other_architecture:
         return "distilbert"
-    if "bert" in text:
+    if "bert" in text and not other_architecture:
         return "bert"
     raise AbqaError(
         f"arm {arm_name!r} ({source}): no offline stand-in is known for this model; stand-ins exist for "
         f"{', '.join(STANDIN_ARCHITECTURES)} (the arm's name or source must contain one of them), "
         "or give a local checkpoint folder as the source"
     )
+
+
+# Multilingual BERT checkpoints (bert-base-multilingual-cased, distilbert-base-multilingual-cased and their SQuAD
+# fine-tunes) share one 119,547-entry WordPiece vocabulary. Their stand-in gets that vocabulary size, so that its
+# parameters, ONNX size and memory are the real model's. It still tokenises with the English uncased vocabulary
+# above (its ids all fit): no multilingual vocabulary ships in a PyPI package, and with random weights accuracy is
+# meaningless anyway. Token counts, and with them latency, are then only close to the real tokenizer's (English
+# WordPiece splits other languages' words into more pieces, and knows few CJK characters).
+MULTILINGUAL_VOCAB_SIZE = 119_547
+MULTILINGUAL_STANDIN_NOTE = (
+    "!! arm {arm!r} is MULTILINGUAL: the stand-in has the real vocabulary size ({vocab_size:,} entries), so its size\n"
+    "!!   and memory are the real model's, but it tokenises with the English uncased vocabulary: token counts and\n"
+    "!!   latency only approximate the real multilingual tokenizer's; accuracy is meaningless in every language.\n"
+)
+
+
+def standin_multilingual_overrides(arm_name: str, source: str) -> dict[str, Any]:
+    """Config overrides that make a multilingual arm's stand-in the real model's size (empty for other arms)."""
+    text = f"{arm_name} {source}".lower()
+    return {"vocab_size": MULTILINGUAL_VOCAB_SIZE} if "multilingual" in text else {}
 
 
 def build_standin_checkpoint(

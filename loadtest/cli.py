@@ -7,6 +7,7 @@ from datetime import datetime
 from pathlib import Path
 
 from abqa.core.config import DEFAULT_ARMS, DEFAULT_MODEL_REPOSITORY, DEFAULT_RUNS_DIR
+from abqa.core.tracking import add_mlflow_argument, track_stage
 
 EXIT_FAILED, EXIT_INTERRUPTED = 1, 130
 
@@ -60,6 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--out", type=Path, default=None, help="run folder (default: <runs-dir>/<name>)")
     run.add_argument("--name", default=None, help="run name (default: load-<date>-<time>)")
     run.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR, help="default: %(default)s")
+    add_mlflow_argument(run)
     parser.set_defaults(run=run_command)
 
 
@@ -129,5 +131,5 @@ def run_command(args: argparse.Namespace) -> int:
             print(f"abqa loadtest: step {problem}")
         if totals["failures"] or not totals["requests"]:
             print("abqa loadtest: some requests failed (messages in load.json rows[].failure_messages)")
-        return EXIT_FAILED
-    return 0
+        return track_stage(args.mlflow, options.out, "loadtest", EXIT_FAILED)
+    return track_stage(args.mlflow, options.out, "loadtest", 0)

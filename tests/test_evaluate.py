@@ -131,7 +131,7 @@ def test_replay_spec_and_missing_file(tmp_path):
             parse_replay_spec(bad)
     with pytest.raises(AbqaError, match="arm name 'b a' is not valid"):
         parse_replay_spec("b a=x.json")
-    with pytest.raises(AbqaError, match="file not found"):
+    with pytest.raises(AbqaError, match=r"--replay x=.*none.json: not found"):
         ReplayArm.load("x", tmp_path / "none.json", set())
     assert parse_predictions({"a": "b"}, where="w") == {"a": "b"}
 

@@ -210,3 +210,22 @@ def test_offline_defaults_export_published_architectures(tmp_path):
         assert layer_ids == set(range(layers)), arm
         meta = json.loads((tmp_path / "repo" / arm / METADATA_FILENAME).read_text())
         assert meta["standin"] is True and meta["hidden_size"] == 768 and meta["num_layers"] == layers
+
+
+@pytest.mark.parametrize("arm, source, expected", [
+    ("distilbert", "distilbert/distilbert-base-uncased-distilled-squad", "distilbert"),
+    ("bert", "csarron/bert-base-uncased-squad-v1", "bert"),
+    ("mbert", "salti/bert-base-multilingual-cased-finetuned-squad", "bert"),
+    ("xlmr", "deepset/xlm-roberta-base-squad2", None),
+    ("roberta", "deepset/roberta-base-squad2", None),
+    ("albert", "twmkn9/albert-base-v2-squad2", None),
+])
+def test_a_standin_is_only_offered_for_the_architectures_it_really_has(arm, source, expected):
+    """RoBERTa and friends contain "bert" in their names; a BERT stand-in would misstate their size and latency."""
+    from abqa.export.standins import standin_architecture_for
+
+    if expected is None:
+        with pytest.raises(AbqaError, match=f"arm '{arm}'.*no offline stand-in"):
+            standin_architecture_for(arm, source)
+    else:
+        assert standin_architecture_for(arm, source) == expected

@@ -72,8 +72,8 @@ def test_max_over_ground_truths():
 def test_score_answer_none_scores_zero_and_unknown_version_is_refused():
     assert score_answer(None, ["x"]) == QuestionScore(0.0, 0.0)
     assert score_answer("X!", ["x"]) == QuestionScore(1.0, 1.0)
-    with pytest.raises(ValueError, match="2.0"):
-        references_for_scoring(["x"], "2.0")
+    with pytest.raises(ValueError, match="3.0"):
+        references_for_scoring(["x"], "3.0")
 
 
 def test_score_predictions_over_exactly_the_split():

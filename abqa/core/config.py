@@ -15,6 +15,17 @@ DEFAULT_ARMS: dict[str, str] = {
     "bert": "csarron/bert-base-uncased-squad-v1",
 }
 
+# The default pair on SQuAD v2.0 (questions without an answer): the v1.1 checkpoints above never learnt to say "no
+# answer", so a v2.0 run needs SQuAD2-trained ones. DistilBERT has no official SQuAD2 checkpoint; twmkn9's is the
+# well-known one (distilbert-base-uncased trained with transformers' run_squad.py --version_2_with_negative,
+# max_seq_length 384, doc_stride 128: the windowing abqa uses), uncased with the bert-base-uncased vocabulary like
+# deepset's BERT, so the two arms differ only in the model. Named apart from the v1.1 arms so that both pairs can
+# live in one model repository.
+DEFAULT_ARMS_V2: dict[str, str] = {
+    "distilbert-squad2": "twmkn9/distilbert-base-uncased-squad2",
+    "bert-squad2": "deepset/bert-base-uncased-squad2",
+}
+
 # Hugging Face question-answering pipeline defaults: every stage tokenises the same way.
 MAX_SEQ_LENGTH = 384
 DOC_STRIDE = 128
@@ -78,8 +89,10 @@ class ArmSpec:
             return cls(validate_arm_name(name.strip()), source.strip())
         if text in DEFAULT_ARMS:
             return cls(text, DEFAULT_ARMS[text])
+        if text in DEFAULT_ARMS_V2:  # the SQuAD v2.0 pair, by name too
+            return cls(text, DEFAULT_ARMS_V2[text])
         raise AbqaError(
-            f"unknown arm {text!r}: known arms are {', '.join(DEFAULT_ARMS)}; "
+            f"unknown arm {text!r}: known arms are {', '.join([*DEFAULT_ARMS, *DEFAULT_ARMS_V2])}; "
             "give any other model as NAME=SOURCE (a hub id or a local checkpoint folder)"
         )
 

@@ -1,4 +1,4 @@
-"""Small file helpers: atomic writes and append-and-flush JSON lines."""
+"""Small file helpers: JSON reading with clear errors, atomic writes and append-and-flush JSON lines."""
 
 from __future__ import annotations
 
@@ -16,6 +16,28 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def read_json_file(path: str | os.PathLike, where: str) -> tuple[Any, bytes]:
+    """Parse a JSON file and return it with its raw bytes (for a content hash). Every failure is an AbqaError that
+    starts with `where` (the file or the flag that named it) and says what is wrong."""
+    from abqa.core.errors import AbqaError
+
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise AbqaError(f"{where}: not found") from None
+    except OSError as exc:
+        raise AbqaError(f"{where}: cannot be read ({exc.strerror})") from None
+    try:
+        return json.loads(data.decode("utf-8")), data
+    except UnicodeDecodeError as exc:
+        raise AbqaError(f"{where}: not UTF-8 text (byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        # An unfinished string or a parse error at the very end: the file was cut short (an interrupted copy).
+        ends_early = exc.msg.startswith("Unterminated") or exc.pos >= len(exc.doc.rstrip()) - 1
+        hint = " (the file looks truncated)" if ends_early else ""
+        raise AbqaError(f"{where}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}{hint}") from None
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any, *, indent: int = 2) -> Path:

@@ -6,14 +6,15 @@ SQuAD v1.1 evaluation script line for line, so the scores match the leaderboard'
 prediction scores 0 and ids outside the split are ignored and counted.
 
 SQuAD v2.0 differs only in how a question with no reference answer is scored (the reference is "" and F1 is
-1 only when the prediction is also empty). That rule lives in one place, `references_for_scoring` and
-`_RULES`, so v2.0 can be added there without touching the rest.
+1 only when the prediction is also empty). That rule lives in `references_for_scoring` / `_RULES` and
+`f1_function`; the v2.0 script's no-answer threshold and HasAns/NoAns breakdown are in the v2.0 section below.
 """
 
 from __future__ import annotations
 
 import re
 import string
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Sequence
@@ -62,7 +63,14 @@ def _references_v1(answers: Sequence[str]) -> list[str]:
     return list(answers)
 
 
-_RULES: dict[str, Callable[[Sequence[str]], list[str]]] = {"1.1": _references_v1}
+def _references_v2(answers: Sequence[str]) -> list[str]:
+    # The official v2.0 script keeps the answers whose normalised text is not empty, and scores a question left
+    # without any against the single reference "" (so only an empty prediction, "no answer", is right).
+    kept = [answer for answer in answers if normalize_answer(answer)]
+    return kept or [""]
+
+
+_RULES: dict[str, Callable[[Sequence[str]], list[str]]] = {"1.1": _references_v1, "2.0": _references_v2}
 
 
 def references_for_scoring(answers: Sequence[str], version: str = "1.1") -> list[str]:
@@ -86,7 +94,7 @@ def score_answer(prediction: str | None, answers: Sequence[str], version: str = 
         return QuestionScore(0.0, 0.0)
     return QuestionScore(
         metric_max_over_ground_truths(exact_match_score, prediction, references),
-        metric_max_over_ground_truths(f1_score, prediction, references),
+        metric_max_over_ground_truths(f1_function(version), prediction, references),
     )
 
 
@@ -128,3 +136,215 @@ def score_predictions(references: Mapping[str, Sequence[str]], predictions: Mapp
 def mean_percent(values: Iterable[float]) -> float:
     values = list(values)
     return 100.0 * sum(values) / len(values) if values else 0.0
+
+
+# --- multilingual: the MLQA convention ------------------------------------------------------------------------------
+# XQuAD and MLQA answers in languages other than English are scored the way MLQA's official script
+# (facebookresearch/MLQA, mlqa_evaluation_v1.py) scores them: lower case, remove every Unicode punctuation
+# character (category P*, plus ASCII string.punctuation), remove the language's articles, then split into
+# tokens: on whitespace, or for Chinese by "mixed segmentation" (each CJK character U+4E00..U+9FA5 is a token,
+# runs of other characters are split on whitespace). The official v1.1 functions above are untouched: questions
+# without a language (the SQuAD v1.1 dev set) are scored by them exactly as before.
+
+_MLQA_ARTICLES: dict[str, re.Pattern | None] = {
+    "en": re.compile(r"\b(a|an|the)\b"),
+    "es": re.compile(r"\b(un|una|unos|unas|el|la|los|las)\b"),
+    "de": re.compile(r"\b(ein|eine|einen|einem|eines|einer|der|die|das|den|dem|des)\b"),
+    "vi": re.compile(r"\b(của|là|cái|chiếc|những)\b"),
+    # MLQA's Arabic rule removes every "ال" (the article is a prefix), wherever it occurs: kept as published.
+    "ar": re.compile(r"\sال^|ال"),
+    "hi": None,   # no formal articles
+    "zh": None,
+}
+# XQuAD languages that MLQA's script does not know (it raises for them): scored like its whitespace languages
+# with no article list. For Thai this is what XTREME does in effect (it scores XQuAD with the SQuAD v1.1 script,
+# which splits on whitespace): Thai writes no spaces between words, so an answer is one or a few tokens and F1
+# is close to exact match.
+_WHITESPACE_NO_ARTICLES = ("el", "ro", "ru", "th", "tr")
+MLQA_LANGUAGES = tuple(_MLQA_ARTICLES)
+MULTILINGUAL_LANGUAGES = (*MLQA_LANGUAGES, *_WHITESPACE_NO_ARTICLES)
+MIXED_SEGMENTATION_LANGUAGES = ("zh",)
+_CJK = re.compile(r"[\u4e00-\u9fa5]")   # MLQA's range (CJK Unified Ideographs up to U+9FA5)
+
+# What the report says about how F1 splits text in these languages.
+MULTILINGUAL_TOKENIZATION_NOTE = (
+    "Scored with MLQA's convention (mlqa_evaluation_v1.py): lower case, Unicode punctuation removed, the "
+    "language's articles removed (en a/an/the; es un/una/unos/unas/el/la/los/las; de ein/eine/.../der/die/das/...; "
+    "vi, ar as MLQA; none for zh, hi), then token F1. zh: mixed segmentation, every CJK character (U+4E00-U+9FA5) "
+    "is its own token and runs of other characters are split on whitespace. th (no spaces between words, no CJK), "
+    "and el, ro, ru, tr (which MLQA does not cover): whitespace tokens and no article list, as XTREME's XQuAD "
+    "scoring splits on whitespace; for th a span is then one or a few tokens, so its F1 is close to its EM. "
+    "Not comparable with scores from the SQuAD v1.1 script (English articles and ASCII punctuation only)."
+)
+
+
+def is_unicode_punctuation(char: str) -> bool:
+    """MLQA's PUNCT set: Unicode category P* or ASCII punctuation (which adds symbols such as $ + < = > ^ ` | ~)."""
+    return char in _PUNCTUATION or unicodedata.category(char).startswith("P")
+
+
+def mixed_segmentation(text: str) -> list[str]:
+    """MLQA's Chinese tokens: each CJK character (or punctuation mark) alone, other runs split on whitespace."""
+    tokens: list[str] = []
+    run: list[str] = []
+    for char in text:
+        if _CJK.match(char) or is_unicode_punctuation(char):
+            tokens.extend("".join(run).split())
+            run = []
+            tokens.append(char)
+        else:
+            run.append(char)
+    tokens.extend("".join(run).split())
+    return tokens
+
+
+def check_language(language: str) -> str:
+    if language not in MULTILINGUAL_LANGUAGES:
+        raise ValueError(f"no multilingual scoring rule for language {language!r} "
+                         f"(known: {', '.join(sorted(MULTILINGUAL_LANGUAGES))})")
+    return language
+
+
+def mlqa_tokens(text: str, language: str) -> list[str]:
+    """The tokens MLQA compares: lower, remove punctuation, remove articles, segment (its order)."""
+    articles = _MLQA_ARTICLES.get(check_language(language))
+    text = "".join(char for char in text.lower() if not is_unicode_punctuation(char))
+    if articles is not None:
+        text = articles.sub(" ", text)
+    tokens = mixed_segmentation(text) if language in MIXED_SEGMENTATION_LANGUAGES else text.split()
+    return [token for token in tokens if token.strip()]
+
+
+def mlqa_normalize_answer(text: str, language: str) -> str:
+    return " ".join(mlqa_tokens(text, language))
+
+
+def mlqa_exact_match_score(prediction: str, ground_truth: str, language: str) -> float:
+    return float(mlqa_normalize_answer(prediction, language) == mlqa_normalize_answer(ground_truth, language))
+
+
+def mlqa_f1_score(prediction: str, ground_truth: str, language: str) -> float:
+    """Token F1 over MLQA's tokens (bag of tokens, like the v1.1 F1)."""
+    prediction_tokens = mlqa_tokens(prediction, language)
+    ground_truth_tokens = mlqa_tokens(ground_truth, language)
+    num_same = sum((Counter(prediction_tokens) & Counter(ground_truth_tokens)).values())
+    if num_same == 0:
+        return 0.0
+    precision = num_same / len(prediction_tokens)
+    recall = num_same / len(ground_truth_tokens)
+    return 2 * precision * recall / (precision + recall)
+
+
+def score_answer_in_language(prediction: str | None, answers: Sequence[str], language: str) -> QuestionScore:
+    """EM and F1 of one prediction under MLQA's convention for `language`, max over the references."""
+    check_language(language)
+    if not answers:
+        raise ValueError("no reference answer to score against")
+    if prediction is None:
+        return QuestionScore(0.0, 0.0)
+    return QuestionScore(
+        max(mlqa_exact_match_score(prediction, reference, language) for reference in answers),
+        max(mlqa_f1_score(prediction, reference, language) for reference in answers),
+    )
+
+
+# --- SQuAD v2.0: unanswerable questions, HasAns/NoAns, the no-answer threshold -----------------------------------
+# The official v2.0 evaluation script ("Official evaluation script for SQuAD version 2.0"), as pure functions:
+# `f1_score_v2` is its compute_f1, `apply_no_answer_threshold` its apply_no_ans_threshold, `find_best_threshold`
+# its find_best_thresh and `squad_v2_breakdown` its make_eval_dict + merge_eval. Scores here are per question on
+# the 0..1 scale (the script's "raw" scores); the totals are in percent like the script's output.
+
+
+def f1_score_v2(prediction: str, ground_truth: str) -> float:
+    """The v2.0 script's compute_f1: when either side has no tokens, 1 if both have none, else 0."""
+    prediction_tokens = normalize_answer(prediction).split()
+    ground_truth_tokens = normalize_answer(ground_truth).split()
+    if not prediction_tokens or not ground_truth_tokens:
+        return float(prediction_tokens == ground_truth_tokens)
+    return f1_score(prediction, ground_truth)
+
+
+def f1_function(version: str = "1.1") -> Callable[[str, str], float]:
+    """The token F1 of a SQuAD version (v1.1's gives 0 when both sides are empty, v2.0's gives 1)."""
+    return f1_score_v2 if version == "2.0" else f1_score
+
+
+def squad_v2_breakdown(exact: Mapping[str, float], f1: Mapping[str, float],
+                       has_answer: Mapping[str, bool]) -> dict[str, float | int]:
+    """exact/f1/total over all questions, then HasAns_* and NoAns_* over the questions with and without an
+    answer (each block only when there are such questions), in percent: the v2.0 script's main output."""
+    def block(ids: list[str]) -> dict[str, float | int]:
+        total = len(ids)
+        return {"exact": 100.0 * sum(exact[k] for k in ids) / total if total else 0.0,
+                "f1": 100.0 * sum(f1[k] for k in ids) / total if total else 0.0, "total": total}
+
+    result: dict[str, float | int] = block(list(exact))
+    has_ids = [k for k in exact if has_answer[k]]
+    no_ids = [k for k in exact if not has_answer[k]]
+    for prefix, ids in (("HasAns", has_ids), ("NoAns", no_ids)):
+        if ids:
+            result.update({f"{prefix}_{key}": value for key, value in block(ids).items()})
+    return result
+
+
+def apply_no_answer_threshold(scores: Mapping[str, float], na_probs: Mapping[str, float],
+                              has_answer: Mapping[str, bool], threshold: float) -> dict[str, float]:
+    """Scores once every question whose no-answer score exceeds `threshold` is answered with "" instead."""
+    return {qid: (float(not has_answer[qid]) if na_probs[qid] > threshold else score)
+            for qid, score in scores.items()}
+
+
+def find_best_threshold(predictions: Mapping[str, str | bool | None], scores: Mapping[str, float],
+                        na_probs: Mapping[str, float], has_answer: Mapping[str, bool]) -> tuple[float, float]:
+    """(best total in percent, its threshold): the v2.0 script's find_best_thresh.
+
+    Start with every question answered "" (all NoAns right, all HasAns wrong), then, in increasing no-answer
+    score, give each question back its prediction, and keep the best running total. The threshold is TUNED ON
+    THESE QUESTIONS: the score it gives is optimistic for any other data.
+    """
+    current = sum(1 for qid in has_answer if not has_answer[qid])
+    best, best_threshold = current, 0.0
+    for qid in sorted(na_probs, key=lambda k: na_probs[k]):
+        if qid not in scores:
+            continue
+        if has_answer[qid]:
+            change = scores[qid]
+        else:
+            change = -1 if predictions[qid] else 0
+        current += change
+        if current > best:
+            best, best_threshold = current, na_probs[qid]
+    return 100.0 * best / len(scores), best_threshold
+
+
+def find_all_best_thresholds(predictions: Mapping[str, str | bool | None], exact: Mapping[str, float],
+                             f1: Mapping[str, float], na_probs: Mapping[str, float],
+                             has_answer: Mapping[str, bool]) -> dict[str, float]:
+    """best_exact, best_exact_thresh, best_f1, best_f1_thresh (the script's find_all_best_thresh)."""
+    best_exact, exact_threshold = find_best_threshold(predictions, exact, na_probs, has_answer)
+    best_f1, f1_threshold = find_best_threshold(predictions, f1, na_probs, has_answer)
+    return {"best_exact": best_exact, "best_exact_thresh": exact_threshold,
+            "best_f1": best_f1, "best_f1_thresh": f1_threshold}
+
+
+def evaluate_v2(references: Mapping[str, Sequence[str]], predictions: Mapping[str, str | None],
+                na_probs: Mapping[str, float] | None = None, na_prob_threshold: float = 1.0) -> dict[str, float | int]:
+    """The official v2.0 result over exactly the questions of `references` ({id: answer texts}, [] when none).
+
+    exact/f1 (after the no-answer threshold, when `na_probs` are given), HasAns_*/NoAns_*, and with `na_probs`
+    the best_* over thresholds. One difference from the script: a question without a prediction scores 0
+    (the script would leave it out of the total), as in `score_predictions`.
+    """
+    summary = score_predictions(references, predictions, "2.0")
+    has_answer = {qid: bool(answers) for qid, answers in references.items()}
+    exact = {qid: score.em for qid, score in summary.per_question.items()}
+    f1 = {qid: score.f1 for qid, score in summary.per_question.items()}
+    probabilities = {qid: 0.0 for qid in references} if na_probs is None else \
+        {qid: float(na_probs.get(qid, 0.0)) for qid in references}
+    result = squad_v2_breakdown(apply_no_answer_threshold(exact, probabilities, has_answer, na_prob_threshold),
+                                apply_no_answer_threshold(f1, probabilities, has_answer, na_prob_threshold),
+                                has_answer)
+    if na_probs is not None:
+        answered = {qid: predictions.get(qid) for qid in references}
+        result.update(find_all_best_thresholds(answered, exact, f1, probabilities, has_answer))
+    return result

@@ -6,7 +6,9 @@ so that an answer is a substring of the context. Each window is padded only up t
 `PAD_MULTIPLE` (Triton's dynamic batcher merges requests of the same shape, so a few length buckets keep short
 inputs cheap and still batch). Post-processing is the reference SQuAD one (transformers' `run_qa.py`): the
 `n_best` highest start and end logits per window among context tokens, spans of at most `max_answer_length`
-tokens, score = start logit + end logit, best over all windows.
+tokens, score = start logit + end logit, best over all windows. For SQuAD v2.0 the answer also carries the null
+score ([CLS] start + end logit, lowest over the windows), and `answer_with_null_threshold` answers "" when the
+null score beats the best span by more than a threshold (transformers' run_squad `null_score_diff_threshold`).
 
 Everything here is pure (numpy in, numpy out) except `load_tokenizer`, which reads a tokenizer folder.
 The load test builds its request pool with the same `encode_question`.
@@ -14,6 +16,7 @@ The load test builds its request pool with the same `encode_question`.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -47,6 +50,17 @@ class Answer:
     end_char: int
     score: float                    # start logit + end logit; -inf when no span is possible
     window: int | None              # index of the window the answer came from
+    # SQuAD v2.0: the "no answer" score, start + end logit at [CLS] (position 0), lowest over the windows
+    # (like transformers' run_squad / run_qa); None when it was not computed.
+    null_score: float | None = None
+
+    @property
+    def null_score_diff(self) -> float | None:
+        """null score - best span score (run_squad's score_diff, its null_odds.json): above the threshold, the
+        question is answered "" (no answer). None without a null score or without any possible span."""
+        if self.null_score is None or not np.isfinite(self.score):
+            return None
+        return float(self.null_score - self.score)
 
 
 NO_ANSWER = Answer("", 0, 0, float("-inf"), None)
@@ -170,7 +184,27 @@ def best_answer(
         if score > best.score:
             start_char, end_char = int(window.offsets[start][0]), int(window.offsets[end][1])
             best = Answer(context[start_char:end_char], start_char, end_char, score, index)
-    return best
+    if best is NO_ANSWER:  # no span at all: nothing to weigh the null score against
+        return best
+    return dataclasses.replace(best, null_score=null_score(windows, start_logits, end_logits))
+
+
+def null_score(windows: Sequence[Window], start_logits: Sequence[np.ndarray],
+               end_logits: Sequence[np.ndarray]) -> float | None:
+    """The "no answer" score of a question: start + end logit of the first token ([CLS]) in each window, the
+    lowest over the windows (a window that holds the answer should not be outvoted by one that does not)."""
+    scores = [float(np.asarray(start)[0]) + float(np.asarray(end)[0])
+              for window, start, end in zip(windows, start_logits, end_logits) if window.length > 0]
+    return min(scores) if scores else None
+
+
+def answer_with_null_threshold(answer: Answer, threshold: float = 0.0) -> str:
+    """SQuAD v2.0 post-processing: "" (no answer) when null score - best span score > `threshold`, or when no
+    span is possible; otherwise the span's text."""
+    diff = answer.null_score_diff
+    if not np.isfinite(answer.score) or (diff is not None and diff > threshold):
+        return ""
+    return answer.text
 
 
 def best_span_in_window(window: Window, start_logits: np.ndarray, end_logits: np.ndarray, *,

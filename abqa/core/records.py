@@ -87,6 +87,14 @@ class EvalRecord:
     started_at: str                  # ISO 8601, UTC
     status: str = "ok"               # "ok" | "failed" | "missing" (replay file had no answer)
     error: str | None = None
+    # SQuAD v2.0 only (None on v1.1 runs): whether the question has an answer (HasAns/NoAns), and the no-answer
+    # score minus the best span score (served arms; replayed arms from their na_prob file), for the
+    # best-threshold search of the report.
+    has_answer: bool | None = None
+    null_score_diff: float | None = None
+    # Multilingual runs only (None otherwise): the question's language, e.g. "de" for xquad.de; it picks the
+    # scoring rule (MLQA's convention) and the report's per-language tables.
+    language: str | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "EvalRecord":

@@ -23,6 +23,7 @@ from typing import Any
 
 from abqa.core.config import shared_data_dir
 from abqa.core.errors import AbqaError
+from abqa.core.io import read_json_file
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +49,17 @@ class SquadQuestion:
     context: str
     answers: tuple[SquadAnswer, ...]
     title: str
+    language: str | None = None      # XQuAD-style multilingual runs: the question's language (scoring rule)
+    dataset: str | None = None       # and the data set it came from, e.g. "xquad.de"
 
     @property
     def answer_texts(self) -> list[str]:
         return [answer.text for answer in self.answers]
+
+    @property
+    def has_answer(self) -> bool:
+        """False for a SQuAD v2.0 question without an answer (the official script's qid_to_has_ans)."""
+        return bool(self.answers)
 
 
 @dataclass
@@ -62,6 +70,9 @@ class SquadDataset:
     questions: list[SquadQuestion]
     source: str = SOURCE_PATH        # path | hub | shared | builtin-sample
     warnings: list[str] = field(default_factory=list)
+    # A multilingual run (abqa.core.xquad): one entry per language data set (name, language, source, path,
+    # sha256, questions); empty for a single SQuAD file.
+    parts: list[dict] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.questions)
@@ -77,9 +88,25 @@ class SquadDataset:
 # --- parsing and validation (pure) -------------------------------------------------------------------------------
 
 
+def detect_version(obj: Any) -> str:
+    """"2.0" when the file says so (its "version" is "v2.0" in the official file) or when any question carries
+    `is_impossible`; otherwise "1.1". These are the two scoring rules there are (`abqa.core.metrics`)."""
+    declared = str(obj.get("version", "") if isinstance(obj, dict) else "").strip().lower().lstrip("v")
+    if declared.startswith("2"):
+        return "2.0"
+    for article in (obj.get("data") if isinstance(obj, dict) else None) or []:
+        for paragraph in (article.get("paragraphs") if isinstance(article, dict) else None) or []:
+            for qa in (paragraph.get("qas") if isinstance(paragraph, dict) else None) or []:
+                if isinstance(qa, dict) and "is_impossible" in qa:
+                    return "2.0"
+    return "1.1"
+
+
 def parse_squad(obj: Any, *, where: str = "SQuAD file", sha256: str = "", path: str | None = None,
-                source: str = SOURCE_PATH) -> SquadDataset:
+                source: str = SOURCE_PATH, version: str | None = None) -> SquadDataset:
     """Validate a decoded SQuAD JSON object and return its questions in file order.
+
+    `version` ("1.1" or "2.0") forces the scoring rules; None detects them from the file (`detect_version`).
 
     Raises AbqaError listing every structural problem (missing or mistyped fields, an empty context or question,
     a question without answers, a duplicate id). Answer offsets that do not point at the answer text are only
@@ -87,7 +114,7 @@ def parse_squad(obj: Any, *, where: str = "SQuAD file", sha256: str = "", path: 
     """
     if not isinstance(obj, dict) or not isinstance(obj.get("data"), list):
         raise AbqaError(f"{where}: not a SQuAD file: expected a JSON object with a list under \"data\"")
-    version = str(obj.get("version", "1.1"))
+    version = _checked_version(version, where) or detect_version(obj)
     problems: list[str] = []
     warnings: list[str] = []
     questions: list[SquadQuestion] = []
@@ -154,8 +181,9 @@ def _parse_question(qa: Any, qa_index: int, paragraph_where: str, title: str, co
     if not isinstance(raw_answers, list):
         problems.append(f"{where}: \"answers\" missing or not a list")
         return None
-    if not raw_answers and not (version.startswith("2") and qa.get("is_impossible")):
-        problems.append(f"{where}: no reference answers (SQuAD v{version} needs at least one)")
+    if not raw_answers and version != "2.0":
+        hint = " (the file has unanswerable questions: use --version 2.0)" if qa.get("is_impossible") else ""
+        problems.append(f"{where}: no reference answers (SQuAD v{version} needs at least one){hint}")
         return None
     answers = []
     for answer_index, answer in enumerate(raw_answers):
@@ -173,6 +201,15 @@ def _parse_question(qa: Any, qa_index: int, paragraph_where: str, title: str, co
     if len(answers) != len(raw_answers):
         return None
     return SquadQuestion(question_id, text, context, tuple(answers), title)
+
+
+SQUAD_VERSIONS = ("1.1", "2.0")
+
+
+def _checked_version(version: str | None, where: str) -> str | None:
+    if version is not None and version not in SQUAD_VERSIONS:
+        raise AbqaError(f"{where}: SQuAD version {version!r} is not supported (supported: {', '.join(SQUAD_VERSIONS)})")
+    return version
 
 
 def to_squad_json(questions: list[SquadQuestion], version: str = "1.1") -> dict:
@@ -200,6 +237,10 @@ def to_squad_json(questions: list[SquadQuestion], version: str = "1.1") -> dict:
 def select_questions(dataset: SquadDataset, *, limit: int | None = None, sample: int | None = None,
                      seed: int = 0) -> list[SquadQuestion]:
     """The questions a run evaluates: a seeded random `sample` (kept in split order), then the first `limit`."""
+    if dataset.parts:  # several languages: --sample and --limit apply to each language (abqa.core.xquad)
+        from abqa.core.xquad import select_per_language
+
+        return select_per_language(dataset, limit=limit, sample=sample, seed=seed)
     questions = list(dataset.questions)
     if sample is not None:
         if sample <= 0:
@@ -217,26 +258,12 @@ def select_questions(dataset: SquadDataset, *, limit: int | None = None, sample:
 # --- loading (side effects at the edge) ---------------------------------------------------------------------------
 
 
-def load_squad_file(path: str | Path, *, source: str = SOURCE_PATH) -> SquadDataset:
+def load_squad_file(path: str | Path, *, source: str = SOURCE_PATH, version: str | None = None) -> SquadDataset:
     """Read and validate a SQuAD JSON file; its sha256 is that of the bytes on disk."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise AbqaError(f"SQuAD file {path}: not found") from None
-    except OSError as exc:
-        raise AbqaError(f"SQuAD file {path}: cannot be read ({exc.strerror})") from None
-    try:
-        obj = json.loads(data.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise AbqaError(f"SQuAD file {path}: not UTF-8 text (byte {exc.start})") from None
-    except json.JSONDecodeError as exc:
-        # An unfinished string or a parse error at the very end: the file was cut short (an interrupted copy).
-        ends_early = exc.msg.startswith("Unterminated") or exc.pos >= len(exc.doc.rstrip()) - 1
-        hint = " (the file looks truncated)" if ends_early else ""
-        raise AbqaError(f"SQuAD file {path}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}{hint}") from None
+    obj, data = read_json_file(path, f"SQuAD file {path}")
     dataset = parse_squad(obj, where=f"SQuAD file {path}", sha256=hashlib.sha256(data).hexdigest(),
-                          path=str(path), source=source)
+                          path=str(path), source=source, version=version)
     if dataset.warnings:
         log.warning("%s: %d answer offset(s) do not point at the answer text (scores are unaffected); first: %s",
                     path, len(dataset.warnings), dataset.warnings[0])
@@ -287,9 +314,21 @@ def load_squad_hub(name: str = HUB_DATASET, split: str = "validation") -> SquadD
                        path=f"hub:{name}/{split}", source=SOURCE_HUB)
 
 
-def shared_dev_path() -> Path | None:
+def shared_dev_path(version: str = "1.1") -> Path | None:
     root = shared_data_dir()
-    return root / "squad-v1.1" / "dev-v1.1.json" if root else None
+    if root is None:
+        return None
+    if version == "2.0":  # the SQuAD v2.0 dev set, when the shared folder has it
+        path = root / "squad-v2.0" / "dev-v2.0.json"
+        return path if path.is_file() else None
+    return root / "squad-v1.1" / "dev-v1.1.json"
+
+
+def is_multilingual_arg(arg: str) -> bool:
+    """`--squad xquad.de,xquad.zh` (names, `xquad.<lang>=PATH`, or files named xquad.<lang>.json)."""
+    from abqa.core.xquad import parse_xquad_arg
+
+    return parse_xquad_arg(arg) is not None
 
 
 def resolve_squad(arg: str | None) -> SquadDataset:
@@ -300,6 +339,10 @@ def resolve_squad(arg: str | None) -> SquadDataset:
     installed and the hub answers, else the built-in sample. The shared file comes before the hub because it
     is the same split, already on disk, and checked against the published scores.
     """
+    if arg and is_multilingual_arg(arg):  # xquad.de,xquad.zh: one data set per language (abqa.core.xquad)
+        from abqa.core.xquad import resolve_xquad
+
+        return resolve_xquad(arg)
     if arg == HUB_DATASET and not Path(arg).exists():
         dataset = load_squad_hub(arg)
         log.warning("SQuAD data: Hugging Face hub %s (%d questions)", dataset.path, len(dataset))
@@ -324,6 +367,30 @@ def resolve_squad(arg: str | None) -> SquadDataset:
         except AbqaError as exc:
             log.warning("%s", exc)
     return _announce(load_builtin_sample(), reason="no --squad given, no ../shared/data, no hub")
+
+
+def resolve_squad_version(arg: str | None, version: str | None = None) -> SquadDataset:
+    """`resolve_squad` with `--version`: None keeps the version detected from the data; "2.0" without a file
+    (or with `shared`) takes the shared SQuAD v2.0 dev set; a forced version must fit the data (v1.1 rules cannot
+    score a question without an answer; v2.0 rules can score any v1.1 file)."""
+    _checked_version(version, f"--version {version}")
+    if version == "2.0" and arg in (None, "shared"):
+        path = shared_dev_path("2.0")
+        if path is None:
+            raise AbqaError("--version 2.0: no SQuAD v2.0 data beside the project "
+                            "(../shared/data/squad-v2.0/dev-v2.0.json); pass --squad PATH/TO/dev-v2.0.json")
+        return _announce(load_squad_file(path, source=SOURCE_SHARED, version="2.0"))
+    dataset = resolve_squad(arg)
+    if version is None or version == dataset.version:
+        return dataset
+    unanswerable = [question.id for question in dataset.questions if not question.has_answer]
+    if version == "1.1" and unanswerable:
+        raise AbqaError(f"--version 1.1: {dataset.path} has {len(unanswerable)} question(s) without an answer "
+                        f"(e.g. {unanswerable[0]}), which only SQuAD v2.0 scores; use --version 2.0")
+    log.warning("SQuAD data: %s is scored with the SQuAD v%s rules (--version %s; the file is v%s)",
+                dataset.path, version, version, dataset.version)
+    dataset.version = version
+    return dataset
 
 
 def _announce(dataset: SquadDataset, reason: str = "") -> SquadDataset:
