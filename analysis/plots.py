@@ -257,6 +257,54 @@ def plot_queue_compute(data: dict[str, Any], path: Path) -> Path | None:
     return _save(fig, path, data, arms, "Triton Prometheus metrics over each load step; 'Nu' = N users")
 
 
+def plot_languages(data: dict[str, Any], path: Path) -> Path | None:
+    """A multilingual run: F1 per language and arm with 95% bootstrap CIs (stand-ins hatched), and beside it the
+    median latency per language, which tells how each model's tokenizer and length cope with each script."""
+    report = data.get("languages")
+    if not report or not report["languages"]:
+        return None
+    languages = report["languages"]
+    arms = list(dict.fromkeys(arm for language in languages for arm in report["per_language"][language]["arms"]))
+    if not arms:
+        return None
+    plt = _pyplot()
+    colours = arm_colours(list(data["arms"]))
+    has_latency = any(report["per_language"][language]["arms"][arm]["latency_p50_ms"] is not None
+                      for language in languages for arm in report["per_language"][language]["arms"])
+    panel_width = min(8.0, max(5.0, 0.8 * len(languages) * len(arms) + 2))
+    fig, axes = plt.subplots(1, 2 if has_latency else 1, squeeze=False,
+                             figsize=(panel_width * (2 if has_latency else 1), 4.4))
+    width = 0.8 / len(arms)
+    x = np.arange(len(languages))
+    f1_axis = axes[0][0]
+    for i, arm in enumerate(arms):
+        standin = data["arms"][arm]["provenance"]["standin"]
+        blocks = [report["per_language"][language]["arms"].get(arm) or {} for language in languages]
+        values = np.array([np.nan if b.get("f1") is None else b["f1"] for b in blocks])
+        errors = np.array([[0.0, 0.0] if b.get("f1") is None or b["f1_ci"][0] is None
+                           else [b["f1"] - b["f1_ci"][0], b["f1_ci"][1] - b["f1"]] for b in blocks]).T
+        offset = (i - (len(arms) - 1) / 2) * width
+        label = data["arms"][arm]["provenance"]["label"]
+        f1_axis.bar(x + offset, values, width * 0.95, yerr=errors, capsize=3, color=colours[arm],
+                    hatch="//" if standin else None, alpha=0.5 if standin else 0.9,
+                    edgecolor="black" if standin else "white",
+                    label=label + (": accuracy meaningless" if standin else ""))
+        if has_latency:
+            latency = [b.get("latency_p50_ms") for b in blocks]
+            axes[0][1].bar(x + offset, [np.nan if v is None else v for v in latency], width * 0.95,
+                           color=colours[arm], label=label)
+    f1_axis.set_xticks(x, languages)
+    f1_axis.set_ylim(0, 109)
+    f1_axis.set_ylabel("F1 % (MLQA scoring; 95% bootstrap CI)")
+    f1_axis.set_title("F1 per language")
+    f1_axis.legend(fontsize=8, loc="upper left")
+    if has_latency:
+        axes[0][1].set_xticks(x, languages)
+        axes[0][1].set_ylabel("p50 latency per question, ms")
+        axes[0][1].set_title("Median latency per language")
+    return _save(fig, path, data, arms, "zh F1 over characters (MLQA); failed and missing answers count as wrong")
+
+
 def render_plots(data: dict[str, Any], latencies: dict[str, np.ndarray], out_dir: Path) -> dict[str, Path]:
     """Every figure that applies to this run, as {name: png path}, in the report's order."""
     drawn = {
@@ -266,5 +314,6 @@ def render_plots(data: dict[str, Any], latencies: dict[str, np.ndarray], out_dir
         "contingency": plot_contingency(data, out_dir / "contingency.png"),
         "load": plot_load(data, out_dir / "load.png"),
         "queue_compute": plot_queue_compute(data, out_dir / "queue_compute.png"),
+        "languages": plot_languages(data, out_dir / "languages.png"),
     }
     return {name: path for name, path in drawn.items() if path is not None}

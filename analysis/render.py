@@ -101,6 +101,7 @@ FIGURE_CAPTIONS = {
     "contingency": "Exact-match contingency per pair; the off-diagonal cells b and c drive McNemar's test.",
     "load": "Throughput and p95 latency against concurrent users (load test).",
     "queue_compute": "Time per request inside Triton: queue versus compute, per arm and concurrency step.",
+    "languages": "F1 per language and arm with 95% bootstrap CIs (MLQA scoring), and median latency per language.",
 }
 
 

@@ -32,7 +32,7 @@ from abqa.core.xquad import describe_parts
 from abqa.client.arms import STATUS_FAILED, ReplayArm, ServedArm, utc_now
 from abqa.client.resources import PeakSampler, client_peak_rss_mb, find_server_process
 from abqa.client.summary import ArmSummary, format_table, summarize
-from abqa.client.summary import format_language_table, summarize_by_language
+from abqa.client.summary import answerability_groups, format_group_table, summarize_by_group
 from abqa.client.triton import InferFailed, RetryPolicy, normalize_url
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,9 @@ class EvalResult:
     summaries: list[ArmSummary]
     message: str = ""
     resume_command: str | None = None
-    by_language: dict[str, list[ArmSummary]] = field(default_factory=dict)   # multilingual runs only
+    # Breakdowns of the summaries, {column: {group: summaries}}: "language" for a multilingual run, "answerability"
+    # (HasAns/NoAns) for SQuAD v2.0; empty for a plain v1.1 run.
+    breakdowns: dict[str, dict[str, list[ArmSummary]]] = field(default_factory=dict)
 
 
 class Interrupted(BaseException):
@@ -411,10 +413,21 @@ def run_evaluation(options: EvalOptions) -> EvalResult:
                                 status, sampler, message)
             write_json_atomic(meta_path, final)
     summaries = summarize(records, options.arm_names, _kinds(options), {q.id for q in questions})
-    by_language = summarize_by_language(records, options.arm_names, _kinds(options),
-                                        {q.id: q.language for q in questions})
     resume = resume_command(options) if status != STATUS_COMPLETE else None
-    return EvalResult(out, status, summaries, message, resume, by_language)
+    return EvalResult(out, status, summaries, message, resume,
+                      _breakdowns(records, options, questions, dataset.version))
+
+
+def _breakdowns(records: list[EvalRecord], options: EvalOptions,
+                questions: list[SquadQuestion], version: str) -> dict[str, dict[str, list[ArmSummary]]]:
+    groupings = {
+        "language": {q.id: q.language for q in questions},
+        "answerability": answerability_groups({q.id: q.has_answer if version == "2.0" else None
+                                               for q in questions}),
+    }
+    found = {column: summarize_by_group(records, options.arm_names, _kinds(options), groups)
+             for column, groups in groupings.items()}
+    return {column: by_group for column, by_group in found.items() if by_group}
 
 
 def _evaluate(questions: list[SquadQuestion], options: EvalOptions, workers: dict[str, _Worker],
@@ -589,8 +602,8 @@ def print_result(result: EvalResult, out=None) -> None:
     """The summary table on stdout; how the run ended (and how to resume) on stderr."""
     out = out or sys.stdout
     print(format_table(result.summaries), file=out)
-    if result.by_language:  # a multilingual run: the same per language (MLQA scoring)
-        print(format_language_table(result.by_language), file=out)
+    for column, by_group in result.breakdowns.items():  # per language (MLQA scoring), HasAns/NoAns (v2.0)
+        print(format_group_table(column, by_group), file=out)
     print(f"records: {result.out / EVAL_FILENAME}, metadata: {result.out / META_FILENAME}", file=out)
     if result.status != STATUS_COMPLETE:
         print(f"abqa evaluate: {result.status}: {result.message}. Everything answered so far is saved in "

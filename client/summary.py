@@ -59,8 +59,14 @@ def format_table(summaries: Sequence[ArmSummary]) -> str:
     header = ["arm", "kind", "questions", "failed", "missing", "EM", "F1", "p50 ms", "p95 ms"]
     rows = [[s.arm, s.kind, str(s.questions), str(s.failed), str(s.missing), f"{s.exact_match:.3f}", f"{s.f1:.3f}",
              _ms(s.latency_p50_ms), _ms(s.latency_p95_ms)] for s in summaries]
+    return _text_table(header, rows)
+
+
+def _text_table(header: list[str], rows: list[list[str]], text_columns: int = 2) -> str:
+    """A plain aligned table: the first `text_columns` left-aligned, numbers right-aligned, a rule under the header."""
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+    lines = ["  ".join(cell.ljust(w) if i < text_columns else cell.rjust(w)
+                       for i, (cell, w) in enumerate(zip(row, widths)))
              for row in [header, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
@@ -70,23 +76,24 @@ def _ms(value: float | None) -> str:
     return f"{value:.1f}" if value is not None else "-"
 
 
-def summarize_by_language(records: Iterable[EvalRecord], arms: Sequence[str], kinds: dict[str, str] | None,
-                          languages: dict[str, str | None]) -> dict[str, list[ArmSummary]]:
-    """A multilingual run's summaries per language ({question id: language} of the run's questions), in the
-    order the languages first appear; empty for a run without languages."""
+def summarize_by_group(records: Iterable[EvalRecord], arms: Sequence[str], kinds: dict[str, str] | None,
+                       groups: dict[str, str | None]) -> dict[str, list[ArmSummary]]:
+    """The run's summaries per group of questions ({question id: group}, e.g. its language or HasAns/NoAns), in
+    the order the groups first appear; questions without a group are left out; empty when none has one."""
     records = list(records)
-    order = list(dict.fromkeys(language for language in languages.values() if language))
-    return {language: summarize(records, arms, kinds, {qid for qid, lang in languages.items() if lang == language})
-            for language in order}
+    order = list(dict.fromkeys(group for group in groups.values() if group))
+    return {group: summarize(records, arms, kinds, {qid for qid, g in groups.items() if g == group})
+            for group in order}
 
 
-def format_language_table(by_language: dict[str, Sequence[ArmSummary]]) -> str:
-    """The per-language table printed after the run's table (EM/F1 by MLQA's convention for each language)."""
-    header = ["language", "arm", "questions", "failed", "EM", "F1", "p50 ms"]
-    rows = [[language, s.arm, str(s.questions), str(s.failed), f"{s.exact_match:.3f}", f"{s.f1:.3f}",
-             _ms(s.latency_p50_ms)] for language, summaries in by_language.items() for s in summaries]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-             for row in [header, *rows]]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+def answerability_groups(has_answer: dict[str, bool | None]) -> dict[str, str | None]:
+    """SQuAD v2.0's official breakdown: HasAns (answerable) and NoAns (the right answer is ""); None for v1.1."""
+    return {qid: None if value is None else ("HasAns" if value else "NoAns") for qid, value in has_answer.items()}
+
+
+def format_group_table(column: str, by_group: dict[str, Sequence[ArmSummary]]) -> str:
+    """A breakdown printed after the run's table, e.g. per language (MLQA scoring) or HasAns/NoAns (SQuAD v2.0)."""
+    header = [column, "arm", "questions", "failed", "EM", "F1", "p50 ms"]
+    rows = [[group, s.arm, str(s.questions), str(s.failed), f"{s.exact_match:.3f}", f"{s.f1:.3f}",
+             _ms(s.latency_p50_ms)] for group, summaries in by_group.items() for s in summaries]
+    return _text_table(header, rows)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from abqa.core.config import DEFAULT_ARMS, DEFAULT_MODEL_REPOSITORY, DEFAULT_RUNS_DIR
 from abqa.core.tracking import add_mlflow_argument, track_stage
+from abqa.core.xquad import SquadArgAction
 
 EXIT_FAILED, EXIT_INTERRUPTED = 1, 130
 
@@ -52,8 +53,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     data = parser.add_argument_group("requests")
     data.add_argument("--model-repository", type=Path, default=DEFAULT_MODEL_REPOSITORY,
                       help="where each arm's tokenizer/ and abqa-metadata.json are (default: %(default)s)")
-    data.add_argument("--squad", default=None, metavar="PATH|shared|builtin",
-                      help="SQuAD v1.1 JSON the requests come from (default: the shared dev set, else the built-in sample)")
+    data.add_argument("--squad", default=None, metavar="PATH|shared|builtin|xquad.LANG,...", action=SquadArgAction,
+                      help="SQuAD JSON the requests come from (default: the shared dev set, else the built-in sample); "
+                      "xquad.de,xquad.zh,... (comma list or --squad repeated) draws them from those languages")
     data.add_argument("--pool-size", type=int, default=DEFAULT_POOL_SIZE,
                       help="windows in the request pool (default: %(default)s)")
     data.add_argument("--seed", type=int, default=0, help="which questions go in the pool (default: %(default)s)")

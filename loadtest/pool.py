@@ -251,6 +251,8 @@ def build_pool(arms: Sequence[str], repository: str | Path, *, squad: str | None
         "sha256": dataset.sha256,
         "questions": len(dataset),
         "seed": seed,
+        # A multilingual pool (--squad xquad.de,xquad.zh): which languages the requests were drawn from.
+        **({"languages": [part["language"] for part in dataset.parts]} if dataset.parts else {}),
     }
     return RequestPool(specs, items, description)
 

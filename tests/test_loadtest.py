@@ -390,6 +390,13 @@ def test_build_pool_tokenises_real_squad_windows_with_each_arms_tokenizer(tiny_r
     assert description["inputs_from"] == {"distilbert": "export", "bert": "export"}
 
 
+def test_build_pool_draws_from_several_xquad_languages(tiny_repository, shared_data):
+    pool = build_pool(["bert"], tiny_repository, squad="xquad.de,xquad.zh", size=40, seed=3)
+    languages = {item.question_id.split(":", 1)[0] for item in pool.items}
+    assert languages == {"de", "zh"} and len(pool) == 40
+    assert pool.describe()["languages"] == ["de", "zh"]
+
+
 def test_build_pool_prefers_the_servers_metadata(tiny_repository):
     served = {"name": "bert", "inputs": [{"name": "input_ids", "datatype": "INT32", "shape": [-1, -1]},
                                          {"name": "attention_mask", "datatype": "INT32", "shape": [-1, -1]}],

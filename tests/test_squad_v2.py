@@ -4,6 +4,8 @@ no-answer threshold on crafted logits, replayed v2.0 predictions through `abqa e
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import random
 
@@ -254,11 +256,24 @@ def replay_run(v2_dev, v2_predictions, tmp_path_factory):
     (root / "na_prob.json").write_text(json.dumps(na_probs))
     (root / "empty.json").write_text(json.dumps({qid: "" for qid in predictions}))
     run = root / "run"
-    assert main(["evaluate", "--squad", str(v2_dev), "--replay", f"bidaf={v2_predictions}",
-                 "--na-prob", f"bidaf={root / 'na_prob.json'}", "--replay", f"no-answer={root / 'empty.json'}",
-                 "--out", str(run), "--no-progress"]) == 0
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["evaluate", "--squad", str(v2_dev), "--replay", f"bidaf={v2_predictions}",
+                     "--na-prob", f"bidaf={root / 'na_prob.json'}", "--replay", f"no-answer={root / 'empty.json'}",
+                     "--out", str(run), "--no-progress"]) == 0
+    (root / "stdout.txt").write_text(printed.getvalue(), encoding="utf-8")  # the end-of-run tables
     report = build_report(run, n_resamples=200, seed=0)
     return run, report, predictions, na_probs
+
+
+def test_end_of_run_table_breaks_v2_scores_down_into_has_ans_and_no_ans(replay_run):
+    run = replay_run[0]
+    rows = [line.split() for line in (run.parent / "stdout.txt").read_text(encoding="utf-8").splitlines()]
+    breakdown = {(row[0], row[1]): row[2:] for row in rows if row[:1] in (["HasAns"], ["NoAns"])}
+    # answerability, arm, questions, failed, EM, F1, p50: the "always no answer" arm is right exactly on NoAns.
+    assert breakdown[("HasAns", "no-answer")][:4] == [str(DEV_V2_QUESTIONS - DEV_V2_UNANSWERABLE), "0", "0.000", "0.000"]
+    assert breakdown[("NoAns", "no-answer")][:4] == [str(DEV_V2_UNANSWERABLE), "0", "100.000", "100.000"]
+    assert set(breakdown) == {(group, arm) for group in ("HasAns", "NoAns") for arm in ("bidaf", "no-answer")}
 
 
 def test_replay_records_and_report_reproduce_the_listed_scores(replay_run, v2_dev):
@@ -322,8 +337,11 @@ def test_v1_reports_have_no_v2_section(tmp_path):
     predictions = tmp_path / "p.json"
     predictions.write_text(json.dumps({q.id: q.answers[0].text for q in dataset.questions[:10]}))
     run = tmp_path / "v1"
-    assert main(["evaluate", "--squad", "builtin", "--replay", f"a={predictions}", "--out", str(run),
-                 "--no-progress"]) == 0
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["evaluate", "--squad", "builtin", "--replay", f"a={predictions}", "--out", str(run),
+                     "--no-progress"]) == 0
+    assert "HasAns" not in printed.getvalue() and "answerability" not in printed.getvalue()
     records = list(read_jsonl(run / "eval.jsonl"))
     assert all(r["has_answer"] is None and r["null_score_diff"] is None for r in records)
     report = build_report(run, n_resamples=100)

@@ -235,6 +235,21 @@ def test_tracking_uri_resolution(tmp_path):
     assert tracking.default_artifact_location("http://host:5000") is None
 
 
+def test_a_run_folder_taken_as_the_uri_is_a_clear_error_and_the_flag_after_it_works(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "meta.json").write_text("{}")
+    with pytest.raises(SystemExit) as exited:
+        main(["report", "--mlflow", str(run)])
+    assert exited.value.code == 2
+    assert f"'{run}' is a run folder, not a tracking URI" in capsys.readouterr().err
+    from abqa.cli import build_parser
+
+    for argv in (["report", str(run), "--mlflow"], ["report", f"--mlflow={tmp_path / 'store.db'}", str(run)]):
+        args = build_parser().parse_args(argv)
+        assert args.run_dir == str(run) and args.mlflow in ("", str(tmp_path / "store.db"))
+
+
 # --- a real (temporary) MLflow store ---------------------------------------------------------------------------------
 
 

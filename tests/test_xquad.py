@@ -126,6 +126,14 @@ def test_repeated_squad_flags_join_into_one_list():
     assert parser.parse_args([]).squad is None
 
 
+@pytest.mark.parametrize("stage", ["evaluate", "loadtest", "benchmark"])
+def test_every_stage_that_reads_squad_takes_repeated_flags(stage):
+    from abqa.cli import build_parser
+
+    args = build_parser().parse_args([stage, "--squad", "xquad.de", "--squad", "xquad.zh"])
+    assert args.squad == "xquad.de,xquad.zh"
+
+
 def test_real_xquad_files_load_with_unique_ids(shared_data):
     dataset = resolve_squad("xquad.de,xquad.zh,xquad.es")
     assert len(dataset) == 3 * 1190 and len(set(dataset.ids())) == 3 * 1190
@@ -251,6 +259,9 @@ def test_replayed_three_language_run_reports_per_language_tables(shared_data, tm
     assert "| zh (xquad.zh) | worse (replay) | 25 (25 ok, 0 failed, 0 missing) |" in markdown
     assert any(line.startswith("Per language, F1 difference perfect − worse") for line in report.verdict)
     assert "Languages" in report.paths.html.read_text(encoding="utf-8")
+    # The per-language figure: a real PNG, linked from the Markdown (and embedded in the HTML).
+    figure = run / "plots" / "languages.png"
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "plots/languages.png" in markdown
 
 
 def test_single_language_squad_report_has_no_language_section(tmp_path, capsys):
@@ -266,6 +277,7 @@ def test_single_language_squad_report_has_no_language_section(tmp_path, capsys):
     assert all(json.loads(line)["language"] is None for line in (run / "eval.jsonl").read_text().splitlines())
     report = build_report(run, n_resamples=200)
     assert "languages" not in report.data and "Languages" not in report.paths.markdown.read_text()
+    assert not (run / "plots" / "languages.png").exists()
     assert "languages" not in json.loads((run / "meta.json").read_text())["dataset"]
 
 

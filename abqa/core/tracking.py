@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from abqa.core.records import LOAD_CSV_FILENAME, LOAD_JSON_FILENAME, META_FILENAME, STANDIN_WARNING
+from abqa.core.records import (EVAL_FILENAME, LOAD_CSV_FILENAME, LOAD_JSON_FILENAME, META_FILENAME,
+                               STANDIN_WARNING)
 
 # A database store: MLflow 3 refuses its old `file:`/./mlruns store unless MLFLOW_ALLOW_FILE_STORE=true, and
 # SQLite needs no server (sqlalchemy + alembic create and migrate it on first use). Relative to the working
@@ -521,12 +522,24 @@ EXIT_TRACKING_FAILED = 1
 def add_mlflow_argument(parser) -> None:
     """`--mlflow [URI]`, the same on every stage that logs."""
     parser.add_argument(
-        "--mlflow", nargs="?", const="", default=None, metavar="URI",
+        "--mlflow", nargs="?", const="", default=None, metavar="URI", type=_tracking_uri_argument,
         help="when done, log params, metrics and the files of this run to MLflow (experiment "
         f"$MLFLOW_EXPERIMENT_NAME or {DEFAULT_EXPERIMENT!r}, run named after the run folder). Without URI: "
         f"$MLFLOW_TRACKING_URI, else the local store {DEFAULT_TRACKING_URI} (artifacts in runs/{ARTIFACTS_DIRNAME}/); "
         "http://host:5000 logs to a tracking server. Give the URI as --mlflow=URI, or put the flag last",
     )
+
+
+def _tracking_uri_argument(value: str) -> str:
+    """An optional-valued flag takes the next word: `abqa report --mlflow runs/x` would log to a store called
+    runs/x and lose the run folder. A URI that is a run folder is that mistake, so say how to write it."""
+    import argparse
+
+    if any((Path(value) / name).is_file() for name in (META_FILENAME, EVAL_FILENAME, LOAD_JSON_FILENAME)):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is a run folder, not a tracking URI: put --mlflow after it (`... {value} --mlflow`) "
+            "or give the URI as --mlflow=URI")
+    return value
 
 
 def track_stage(mlflow_arg: str | None, run_dir: str | Path, stage: str, exit_code: int = 0, *,
