@@ -149,15 +149,15 @@ def benchmark_squad_version(squad: str | None, version: str | None) -> str | Non
     Known before the export, because a v2.0 run needs the SQuAD2 default arms."""
     if version is not None or not squad or not Path(squad).is_file():
         return version
-    import json
-
+    from abqa.core.errors import AbqaError
+    from abqa.core.io import read_json_file
     from abqa.core.squad import detect_version
 
     try:
-        detected = detect_version(json.loads(Path(squad).read_text(encoding="utf-8")))
-    except (OSError, ValueError):
+        obj, _ = read_json_file(squad, f"--squad {squad}")
+    except AbqaError:
         return None  # the evaluate stage reports what is wrong with the file
-    return "2.0" if detected == "2.0" else None
+    return "2.0" if detect_version(obj) == "2.0" else None
 
 
 def arms_for_version(version: str | None, arms: list[str] | None) -> list[str] | None:

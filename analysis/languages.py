@@ -46,10 +46,7 @@ def _accuracy(answers: ArmAnswers, settings: ReportSettings) -> dict[str, Any]:
                              "missing": answers.count("missing"), "em": None, "em_ci": [None, None], "f1": None,
                              "f1_ci": [None, None], "latency_p50_ms": None}
     if answers.n:
-        em, f1 = stats.bootstrap_means([answers.em, answers.f1], n_resamples=settings.n_resamples,
-                                       seed=settings.seed, confidence=settings.confidence)
-        block.update(em=100 * em.value, em_ci=[None if v is None else 100 * v for v in (em.ci_low, em.ci_high)],
-                     f1=100 * f1.value, f1_ci=[None if v is None else 100 * v for v in (f1.ci_low, f1.ci_high)])
+        block.update(stats.accuracy_percent(answers.em, answers.f1, **settings.bootstrap))
         latency = answers.valid_latency()
         block["latency_p50_ms"] = float(np.median(latency)) if latency.size else None
     return block

@@ -108,6 +108,17 @@ FIGURE_CAPTIONS = {
 # ---------------------------------------------------------------- layout
 
 
+def _accuracy_cell(block: dict[str, Any], metric: str, meaningful: bool) -> str:
+    """"value [CI]" of a block's em or f1 (report.json's shape), flagged when a stand-in makes it meaningless."""
+    flag = "" if meaningful or block[metric] is None else " — STAND-IN: meaningless"
+    return with_ci(block[metric], block[f"{metric}_ci"]) + flag
+
+
+def _questions_cell(block: dict[str, Any]) -> str:
+    return (f"{block['questions']:,} ({block['ok']:,} ok, {block['failed']:,} failed, "
+            f"{block['missing']:,} missing)")
+
+
 def _arm_rows(data: dict[str, Any]) -> list[list[str]]:
     memory_note = None
     server = (data["run"].get("server") or {})
@@ -115,16 +126,13 @@ def _arm_rows(data: dict[str, Any]) -> list[list[str]]:
         memory_note = f"server {num(server['peak_rss_mb'], 0)} MB (all arms)"
     rows = []
     for arm, s in data["arms"].items():
-        accuracy_flag = "" if s["accuracy_meaningful"] else " — STAND-IN: meaningless"
         latency = s["latency_ms"] or {}
         ci = latency.get("ci") or {}
-        questions = "–" if not s["questions"] else (
-            f"{s['questions']:,} ({s['ok']:,} ok, {s['failed']:,} failed, {s['missing']:,} missing)")
+        questions = _questions_cell(s) if s["questions"] else "–"
         memory = f"{num(s['peak_rss_mb'], 0)} MB" if s.get("peak_rss_mb") is not None else (memory_note or "–")
         rows.append([
             arm, s["provenance"]["description"], questions,
-            with_ci(s["em"], s["em_ci"]) + (accuracy_flag if s["em"] is not None else ""),
-            with_ci(s["f1"], s["f1_ci"]) + (accuracy_flag if s["f1"] is not None else ""),
+            _accuracy_cell(s, "em", s["accuracy_meaningful"]), _accuracy_cell(s, "f1", s["accuracy_meaningful"]),
             with_ci(latency.get("p50"), ci.get("p50")), with_ci(latency.get("p90"), ci.get("p90")),
             with_ci(latency.get("p95"), ci.get("p95")), with_ci(latency.get("p99"), ci.get("p99")),
             with_ci(latency.get("mean"), ci.get("mean")),
@@ -302,12 +310,10 @@ def squad_v2_blocks(data: dict[str, Any]) -> list[Block]:
     rows = []
     for arm, s in arms.items():
         has, no = s["squad_v2"]["has_ans"], s["squad_v2"]["no_ans"]
-        flag = "" if s["accuracy_meaningful"] else " — STAND-IN: meaningless"
-        rows.append([s["provenance"]["label"], num(has["questions"]),
-                     with_ci(has["em"], has["em_ci"]) + (flag if has["em"] is not None else ""),
-                     with_ci(has["f1"], has["f1_ci"]) + (flag if has["f1"] is not None else ""),
-                     num(has["answered"]), num(no["questions"]),
-                     with_ci(no["em"], no["em_ci"]) + (flag if no["em"] is not None else ""), num(no["answered"])])
+        meaningful = s["accuracy_meaningful"]
+        rows.append([s["provenance"]["label"], num(has["questions"]), _accuracy_cell(has, "em", meaningful),
+                     _accuracy_cell(has, "f1", meaningful), num(has["answered"]), num(no["questions"]),
+                     _accuracy_cell(no, "em", meaningful), num(no["answered"])])
     blocks.append(Table(SQUAD_V2_HEADERS, rows))
     blocks.append(Paragraph("\"answered\": the share of those questions the arm gave a non-empty answer to. On NoAns "
                             "questions the only right answer is \"\", so EM and F1 are the same number."))
@@ -412,13 +418,10 @@ def _language_arm_rows(data: dict[str, Any]) -> list[list[str]]:
     for language in report["languages"]:
         entry = report["per_language"][language]
         for arm, block in entry["arms"].items():
-            flag = "" if data["arms"][arm]["accuracy_meaningful"] else " — STAND-IN: meaningless"
-            questions = (f"{block['questions']:,} ({block['ok']:,} ok, {block['failed']:,} failed, "
-                         f"{block['missing']:,} missing)")
+            meaningful = data["arms"][arm]["accuracy_meaningful"]
             rows.append([f"{language} ({entry['dataset']})" if entry.get("dataset") else language,
-                         data["arms"][arm]["provenance"]["label"], questions,
-                         with_ci(block["em"], block["em_ci"]) + (flag if block["em"] is not None else ""),
-                         with_ci(block["f1"], block["f1_ci"]) + (flag if block["f1"] is not None else ""),
+                         data["arms"][arm]["provenance"]["label"], _questions_cell(block),
+                         _accuracy_cell(block, "em", meaningful), _accuracy_cell(block, "f1", meaningful),
                          num(block["latency_p50_ms"])])
     return rows
 

@@ -36,15 +36,9 @@ def _subset_block(answers: ArmAnswers, mask: np.ndarray, settings: Any) -> dict[
                              "answered": None}
     if n == 0:
         return block
-    em, f1 = stats.bootstrap_means([answers.em[mask], answers.f1[mask]], n_resamples=settings.n_resamples,
-                                   seed=settings.seed, confidence=settings.confidence)
-    em, f1 = em.scaled(100), f1.scaled(100)
-    block.update({
-        "em": em.value, "em_ci": [em.ci_low, em.ci_high],
-        "f1": f1.value, "f1_ci": [f1.ci_low, f1.ci_high],
-        # Share of these questions the arm gave a (non-empty) answer to.
-        "answered": 100.0 * float(answers.answered[mask].mean()),
-    })
+    block.update(stats.accuracy_percent(answers.em[mask], answers.f1[mask], **settings.bootstrap))
+    # Share of these questions the arm gave a (non-empty) answer to.
+    block["answered"] = 100.0 * float(answers.answered[mask].mean())
     return block
 
 

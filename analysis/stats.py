@@ -113,6 +113,18 @@ def bootstrap_means(
     return [Estimate(float(value), lo, hi) for value, (lo, hi) in zip(values, cis)]
 
 
+def accuracy_percent(
+    em: np.ndarray, f1: np.ndarray, *, n_resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED,
+    confidence: float = CONFIDENCE,
+) -> dict[str, Any]:
+    """Per-question EM (0/1) and F1 (0..1) as percentages with bootstrap CIs from shared resamples, in report.json's
+    shape: em, em_ci, f1, f1_ci (None and [None, None] without questions)."""
+    em_pct, f1_pct = (estimate.scaled(100) for estimate in bootstrap_means(
+        [em, f1], n_resamples=n_resamples, seed=seed, confidence=confidence))
+    return {"em": em_pct.value, "em_ci": [em_pct.ci_low, em_pct.ci_high],
+            "f1": f1_pct.value, "f1_ci": [f1_pct.ci_low, f1_pct.ci_high]}
+
+
 def _latency_statistics(latency: np.ndarray, axis: int = -1) -> np.ndarray:
     quantiles = np.percentile(latency, LATENCY_QUANTILES, axis=axis)
     return np.concatenate([quantiles, latency.mean(axis=axis)[np.newaxis]])

@@ -33,6 +33,11 @@ class ReportSettings:
     alpha: float = stats.ALPHA
     power: float = stats.POWER
 
+    @property
+    def bootstrap(self) -> dict[str, Any]:
+        """The keyword arguments of every bootstrap in the report (abqa.analysis.stats)."""
+        return {"n_resamples": self.n_resamples, "seed": self.seed, "confidence": self.confidence}
+
 
 def pair_key(arm_a: str, arm_b: str) -> str:
     return f"{arm_a}{PAIR_SEPARATOR}{arm_b}"
@@ -162,15 +167,11 @@ def summarise_arm(
         "latency_ms": None,
     }
     if answers is not None and answers.n:
-        em, f1 = stats.bootstrap_means(
-            [answers.em, answers.f1], n_resamples=settings.n_resamples, seed=settings.seed,
-            confidence=settings.confidence)
         failed, missing = answers.count("failed"), answers.count("missing")
         summary.update({
             "questions": answers.n, "ok": answers.count("ok"), "failed": failed, "missing": missing,
             "duplicates": answers.duplicates,
-            "em": _pct(em.value), "em_ci": _ci(em.scaled(100)),
-            "f1": _pct(f1.value), "f1_ci": _ci(f1.scaled(100)),
+            **stats.accuracy_percent(answers.em, answers.f1, **settings.bootstrap),
             "latency_ms": latency_block(answers.latency_ms, failed + missing, settings),
             "error_messages": dict(sorted(answers.errors.items(), key=lambda item: -item[1])[:5]),
         })

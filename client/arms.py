@@ -20,8 +20,7 @@ import numpy as np
 from abqa.core.config import MAX_SEQ_LENGTH, METADATA_FILENAME, TOKENIZER_DIRNAME, validate_arm_name
 from abqa.core.errors import AbqaError
 from abqa.core.io import read_json_file
-from abqa.core.metrics import score_answer
-from abqa.core.metrics import score_answer_in_language
+from abqa.core.metrics import score_question
 from abqa.core.qa import (Answer, answer_with_null_threshold, best_answer, encode_question, group_by_length,
                           load_tokenizer)
 from abqa.core.records import EvalRecord, ExportMetadata
@@ -45,15 +44,13 @@ def scored_record(question: SquadQuestion, arm: str, prediction: str | None, *, 
 
     SQuAD v2.0 (`version`): scored with its rules (no answer = ""), and the record says whether the question has
     an answer and carries the arm's no-answer score difference, when there is one."""
-    score = score_answer(prediction, question.answer_texts, version)
+    # A multilingual run (XQuAD) scores by MLQA's convention for the question's language.
+    score = score_question(prediction, question.answer_texts, version, question.language)
     record = EvalRecord(question.id, arm, prediction, score.em, score.f1, latency_ms, windows, tokens, started_at,
-                        status, error)
+                        status, error, language=question.language)
     if version == "2.0":
         record.has_answer = question.has_answer
         record.null_score_diff = null_score_diff
-    if question.language:  # a multilingual run (XQuAD): MLQA's convention for the question's language
-        in_language = score_answer_in_language(prediction, question.answer_texts, question.language)
-        record.em, record.f1, record.language = in_language.em, in_language.f1, question.language
     return record
 
 
@@ -96,15 +93,6 @@ class ReplayArm:
     @classmethod
     def load(cls, name: str, path: Path, split_ids: set[str], *, version: str = "1.1",
              na_prob_path: Path | None = None) -> "ReplayArm":
-        arm = cls._load_predictions(name, path, split_ids)
-        arm.version = version
-        if na_prob_path is not None:
-            arm.na_prob_path = Path(na_prob_path)
-            arm.na_probs, arm.na_prob_sha256 = load_na_probs(name, arm.na_prob_path, arm.predictions)
-        return arm
-
-    @classmethod
-    def _load_predictions(cls, name: str, path: Path, split_ids: set[str]) -> "ReplayArm":
         where = f"--replay {name}={path}"
         obj, raw = read_json_file(path, where)
         predictions = parse_predictions(obj, where=where)
@@ -112,7 +100,12 @@ class ReplayArm:
         if unknown:
             log.warning("%s: %d prediction id(s) are not in the data set and are ignored (e.g. %s)",
                         where, len(unknown), ", ".join(unknown[:3]))
-        return cls(name, path, hashlib.sha256(raw).hexdigest(), predictions, unknown)
+        na_probs = na_prob_sha256 = None
+        if na_prob_path is not None:
+            na_prob_path = Path(na_prob_path)
+            na_probs, na_prob_sha256 = load_na_probs(name, na_prob_path, predictions)
+        return cls(name, path, hashlib.sha256(raw).hexdigest(), predictions, unknown, version, na_probs, na_prob_path,
+                   na_prob_sha256)
 
     def answer(self, question: SquadQuestion) -> EvalRecord:
         """The file's answer, scored as given (a replayed "" is a "no answer"; no threshold is applied to it)."""

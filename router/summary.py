@@ -31,11 +31,14 @@ def summarize_experiment(experiment: str, rows: Iterable[tuple[str, str, str, st
     to compare with the weights. Latency percentiles are over successful answers, shadow ones included (the
     arm did the same work); `primary_latency_ms` is over what users waited for.
     """
+    def no_requests() -> dict[str, int]:
+        return {"requests": 0, "routed": 0, "pinned": 0, "shadow": 0, "ok": 0, "failed": 0}
+
     by_arm: dict[str, dict] = {}
     latencies: dict[str, list[float]] = {}
     primary_latencies: dict[str, list[float]] = {}
     for arm, role, assignment, status, latency in rows:
-        entry = by_arm.setdefault(arm, {"requests": 0, "routed": 0, "pinned": 0, "shadow": 0, "ok": 0, "failed": 0})
+        entry = by_arm.setdefault(arm, no_requests())
         entry["requests"] += 1
         if role == ROLE_SHADOW:
             entry["shadow"] += 1
@@ -52,10 +55,12 @@ def summarize_experiment(experiment: str, rows: Iterable[tuple[str, str, str, st
         else:
             entry["failed"] += 1
     routed_total = sum(entry["routed"] for entry in by_arm.values())
-    arms = list((policy or {}).get("arms") or []) + sorted(arm for arm in by_arm if arm not in ((policy or {}).get("arms") or []))
+    # The policy's arms in its order (with zeros when they have not answered yet), then any other arm in the log.
+    policy_arms = list((policy or {}).get("arms") or [])
+    arms = policy_arms + sorted(arm for arm in by_arm if arm not in policy_arms)
     result = {}
     for arm in arms:
-        entry = by_arm.get(arm, {"requests": 0, "routed": 0, "pinned": 0, "shadow": 0, "ok": 0, "failed": 0})
+        entry = by_arm.get(arm) or no_requests()
         result[arm] = {
             **entry,
             "share": entry["routed"] / routed_total if routed_total else None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import sys
 
 import pytest
 
@@ -189,3 +190,36 @@ def test_shared_dev_set_is_used_by_default_and_is_the_listed_file(shared_data):
     assert dataset.questions[0].title == "Super_Bowl_50" and dataset.questions[-1].title == "Force"
     assert len({q.title for q in dataset.questions}) == 48
     assert len({(q.title, q.context) for q in dataset.questions}) == 2067
+
+
+def test_hub_rows_become_a_validated_data_set_for_squad_and_xquad(monkeypatch):
+    """The hub path offline: a stand-in `datasets` module hands back rows in the hub's SQuAD columns."""
+    import types
+
+    from abqa.core.xquad import XquadSpec, load_xquad_hub
+
+    calls = []
+    rows = [{"id": "q1", "title": "Rome", "context": "Rome is in Italy.", "question": "Where is Rome?",
+             "answers": {"text": ["in Italy", "Italy"], "answer_start": [8, 11]}}]
+
+    def load_dataset(name, config=None, split=None):
+        calls.append((name, config, split))
+        if name == "broken":
+            raise ConnectionError("hub unreachable")
+        return [dict(row, title=None) if config else row for row in rows]   # XQuAD rows carry no title
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    squad_set = squad.load_squad_hub()
+    assert calls[-1] == ("squad", None, "validation")
+    assert (squad_set.path, squad_set.source) == ("hub:squad/validation", squad.SOURCE_HUB)
+    question = squad_set.questions[0]
+    assert (question.id, question.title, question.answer_texts) == ("q1", "Rome", ["in Italy", "Italy"])
+    assert squad_set.sha256 == squad.load_squad_hub().sha256 and len(squad_set.sha256) == 64  # content hash, stable
+
+    german = load_xquad_hub(XquadSpec("xquad.de", "de"))
+    assert calls[-1] == ("google/xquad", "xquad.de", "validation")
+    assert german.path == "hub:google/xquad/xquad.de/validation" and german.questions[0].title == "xquad.de"
+
+    with pytest.raises(AbqaError, match=r"--squad broken: cannot load broken/validation from the Hugging Face hub "
+                                        r"\(ConnectionError: hub unreachable\); pass a local file"):
+        squad.load_squad_hub("broken")

@@ -19,6 +19,7 @@ from typing import Any, Mapping, Sequence
 
 from abqa.core.config import DEFAULT_HOST, DEFAULT_MODEL_REPOSITORY, DEFAULT_RUNS_DIR, GRPC_PORT, METADATA_FILENAME
 from abqa.core.errors import AbqaError
+from abqa.core.io import read_json_file
 from abqa.core.metrics import score_answer
 from abqa.core.records import ExportMetadata
 from abqa.core.squad import SOURCE_SHARED, SquadDataset, SquadQuestion
@@ -419,11 +420,9 @@ def load_report_view(run_dir: str | Path) -> ReportView:
     run_dir = Path(run_dir)
     path = run_dir / REPORT_JSON
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise AbqaError(f"{path}: not found; `abqa report {run_dir}` writes it") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise AbqaError(f"{path}: cannot be read ({exc}); `abqa report {run_dir}` writes it again") from None
+        data, _ = read_json_file(path, str(path))
+    except AbqaError as exc:
+        raise AbqaError(f"{exc}; `abqa report {run_dir}` writes it") from None
     plots = (data.get("plots") or {}) if isinstance(data, dict) else {}
     figures = {name: run_dir / relative for name, relative in plots.items() if (run_dir / relative).is_file()}
     try:

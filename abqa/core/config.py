@@ -87,12 +87,11 @@ class ArmSpec:
             if not source:
                 raise AbqaError(f"--arm {text!r}: the source after '=' is empty")
             return cls(validate_arm_name(name.strip()), source.strip())
-        if text in DEFAULT_ARMS:
-            return cls(text, DEFAULT_ARMS[text])
-        if text in DEFAULT_ARMS_V2:  # the SQuAD v2.0 pair, by name too
-            return cls(text, DEFAULT_ARMS_V2[text])
+        known = {**DEFAULT_ARMS, **DEFAULT_ARMS_V2}  # the SQuAD v2.0 pair goes by name too
+        if text in known:
+            return cls(text, known[text])
         raise AbqaError(
-            f"unknown arm {text!r}: known arms are {', '.join([*DEFAULT_ARMS, *DEFAULT_ARMS_V2])}; "
+            f"unknown arm {text!r}: known arms are {', '.join(known)}; "
             "give any other model as NAME=SOURCE (a hub id or a local checkpoint folder)"
         )
 

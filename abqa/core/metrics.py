@@ -17,6 +17,7 @@ import string
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable, Iterable, Mapping, Sequence
 
 _PUNCTUATION = frozenset(string.punctuation)
@@ -35,17 +36,19 @@ def exact_match_score(prediction: str, ground_truth: str) -> float:
     return float(normalize_answer(prediction) == normalize_answer(ground_truth))
 
 
-def f1_score(prediction: str, ground_truth: str) -> float:
-    """Token-level F1 of the normalised texts (bag of tokens: a repeated token counts as often as it repeats)."""
-    prediction_tokens = normalize_answer(prediction).split()
-    ground_truth_tokens = normalize_answer(ground_truth).split()
-    common = Counter(prediction_tokens) & Counter(ground_truth_tokens)
-    num_same = sum(common.values())
+def token_f1(prediction_tokens: Sequence[str], ground_truth_tokens: Sequence[str]) -> float:
+    """F1 of two bags of tokens (a repeated token counts as often as it repeats); 0 when they share none."""
+    num_same = sum((Counter(prediction_tokens) & Counter(ground_truth_tokens)).values())
     if num_same == 0:
         return 0.0
     precision = num_same / len(prediction_tokens)
     recall = num_same / len(ground_truth_tokens)
     return 2 * precision * recall / (precision + recall)
+
+
+def f1_score(prediction: str, ground_truth: str) -> float:
+    """Token-level F1 of the normalised texts (the official v1.1 script's)."""
+    return token_f1(normalize_answer(prediction).split(), normalize_answer(ground_truth).split())
 
 
 def metric_max_over_ground_truths(metric_fn: Callable[[str, str], float], prediction: str,
@@ -225,14 +228,7 @@ def mlqa_exact_match_score(prediction: str, ground_truth: str, language: str) ->
 
 def mlqa_f1_score(prediction: str, ground_truth: str, language: str) -> float:
     """Token F1 over MLQA's tokens (bag of tokens, like the v1.1 F1)."""
-    prediction_tokens = mlqa_tokens(prediction, language)
-    ground_truth_tokens = mlqa_tokens(ground_truth, language)
-    num_same = sum((Counter(prediction_tokens) & Counter(ground_truth_tokens)).values())
-    if num_same == 0:
-        return 0.0
-    precision = num_same / len(prediction_tokens)
-    recall = num_same / len(ground_truth_tokens)
-    return 2 * precision * recall / (precision + recall)
+    return token_f1(mlqa_tokens(prediction, language), mlqa_tokens(ground_truth, language))
 
 
 def score_answer_in_language(prediction: str | None, answers: Sequence[str], language: str) -> QuestionScore:
@@ -243,9 +239,18 @@ def score_answer_in_language(prediction: str | None, answers: Sequence[str], lan
     if prediction is None:
         return QuestionScore(0.0, 0.0)
     return QuestionScore(
-        max(mlqa_exact_match_score(prediction, reference, language) for reference in answers),
-        max(mlqa_f1_score(prediction, reference, language) for reference in answers),
+        metric_max_over_ground_truths(partial(mlqa_exact_match_score, language=language), prediction, answers),
+        metric_max_over_ground_truths(partial(mlqa_f1_score, language=language), prediction, answers),
     )
+
+
+def score_question(prediction: str | None, answers: Sequence[str], version: str = "1.1",
+                   language: str | None = None) -> QuestionScore:
+    """The one scoring rule for a question: MLQA's convention when it has a language (XQuAD), else the official
+    SQuAD script of `version`."""
+    if language:
+        return score_answer_in_language(prediction, answers, language)
+    return score_answer(prediction, answers, version)
 
 
 # --- SQuAD v2.0: unanswerable questions, HasAns/NoAns, the no-answer threshold -----------------------------------

@@ -288,30 +288,34 @@ def hub_reachable(host: str = "huggingface.co", port: int = 443, timeout_s: floa
 
 def load_squad_hub(name: str = HUB_DATASET, split: str = "validation") -> SquadDataset:
     """The hub's SQuAD split through `datasets` (only when installed and online); sha256 of its official-layout JSON."""
+    return load_hub_split(name, split, flag=f"--squad {name}",
+                          instead="pass a local file: --squad ../shared/data/squad-v1.1/dev-v1.1.json")
+
+
+def load_hub_split(name: str, split: str, *, config: str | None = None, flag: str, instead: str) -> SquadDataset:
+    """A hub data set in SQuAD's columns (id, title, context, question, answers) through `datasets`, validated like
+    a file; its sha256 is that of its official-layout JSON. Errors start with `flag` and end with `instead`."""
     try:
         import datasets  # noqa: F401  (optional: not a dependency of abqa)
     except ImportError:
-        raise AbqaError(
-            f"--squad {name}: the Hugging Face `datasets` package is not installed; `pip install datasets`, "
-            "or pass a local file: --squad ../shared/data/squad-v1.1/dev-v1.1.json"
-        ) from None
+        raise AbqaError(f"{flag}: the Hugging Face `datasets` package is not installed; `pip install datasets`, "
+                        f"or {instead}") from None
+    where = "/".join(filter(None, (name, config, split)))
     try:
-        hub_split = datasets.load_dataset(name, split=split)
+        rows = datasets.load_dataset(name, config, split=split)
     except Exception as exc:  # offline, hub down, unknown name: all the same to the user
-        raise AbqaError(
-            f"--squad {name}: cannot load {name}/{split} from the Hugging Face hub ({type(exc).__name__}: {exc}); "
-            "pass a local file instead: --squad ../shared/data/squad-v1.1/dev-v1.1.json"
-        ) from None
+        raise AbqaError(f"{flag}: cannot load {where} from the Hugging Face hub ({type(exc).__name__}: {exc}); "
+                        f"{instead}") from None
     questions = [
         SquadQuestion(row["id"], row["question"], row["context"],
                       tuple(SquadAnswer(t, int(s)) for t, s in zip(row["answers"]["text"], row["answers"]["answer_start"])),
-                      row["title"])
-        for row in hub_split
+                      row.get("title") or config or name)
+        for row in rows
     ]
     obj = to_squad_json(questions)
     canonical = json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode("utf-8")
-    return parse_squad(obj, where=f"hub dataset {name}/{split}", sha256=hashlib.sha256(canonical).hexdigest(),
-                       path=f"hub:{name}/{split}", source=SOURCE_HUB)
+    return parse_squad(obj, where=f"hub dataset {where}", sha256=hashlib.sha256(canonical).hexdigest(),
+                       path=f"hub:{where}", source=SOURCE_HUB)
 
 
 def shared_dev_path(version: str = "1.1") -> Path | None:

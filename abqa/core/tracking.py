@@ -408,14 +408,9 @@ def stage_artifacts(stage: str) -> tuple[str, ...]:
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
-    from abqa.core.errors import AbqaError
+    from abqa.core.io import read_json_file
 
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise AbqaError(f"{path}: not valid JSON ({exc.msg}); cannot log it to MLflow") from None
+    return read_json_file(path, f"{path} (cannot log it to MLflow)")[0] if path.is_file() else None
 
 
 def collect_run(run_dir: str | Path, stage: str) -> TrackedRun:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import json
 import logging
 import re
 from dataclasses import dataclass
@@ -31,18 +30,15 @@ from abqa.core.config import shared_data_dir
 from abqa.core.errors import AbqaError
 from abqa.core.metrics import MULTILINGUAL_LANGUAGES
 from abqa.core.squad import (
-    SOURCE_HUB,
     SOURCE_PATH,
     SOURCE_SHARED,
-    SquadAnswer,
     SquadDataset,
     SquadQuestion,
     _datasets_installed,
     hub_reachable,
+    load_hub_split,
     load_squad_file,
-    parse_squad,
     select_questions,
-    to_squad_json,
 )
 
 log = logging.getLogger(__name__)
@@ -182,27 +178,8 @@ def _unknown_language(spec: XquadSpec) -> AbqaError:
 
 def load_xquad_hub(spec: XquadSpec) -> SquadDataset:
     """The hub's google/xquad config xquad.<lang> through `datasets` (only when installed and online)."""
-    try:
-        import datasets  # noqa: F401  (optional: not a dependency of abqa)
-    except ImportError:
-        raise AbqaError(f"--squad {spec.name}: the Hugging Face `datasets` package is not installed; "
-                        f"`pip install datasets`, or give a file: {spec.name}=PATH") from None
-    config = f"xquad.{spec.language}"
-    try:
-        rows = datasets.load_dataset(HUB_XQUAD, config, split=HUB_SPLIT)
-    except Exception as exc:  # offline, hub down, unknown config: all the same to the user
-        raise AbqaError(f"--squad {spec.name}: cannot load {HUB_XQUAD} ({config}/{HUB_SPLIT}) from the Hugging Face "
-                        f"hub ({type(exc).__name__}: {exc}); give a file instead: {spec.name}=PATH") from None
-    questions = [
-        SquadQuestion(row["id"], row["question"], row["context"],
-                      tuple(SquadAnswer(t, int(s)) for t, s in zip(row["answers"]["text"], row["answers"]["answer_start"])),
-                      row.get("title") or config)
-        for row in rows
-    ]
-    obj = to_squad_json(questions)
-    canonical = json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode("utf-8")
-    return parse_squad(obj, where=f"hub dataset {HUB_XQUAD}/{config}", sha256=hashlib.sha256(canonical).hexdigest(),
-                       path=f"hub:{HUB_XQUAD}/{config}/{HUB_SPLIT}", source=SOURCE_HUB)
+    return load_hub_split(HUB_XQUAD, HUB_SPLIT, config=f"xquad.{spec.language}", flag=f"--squad {spec.name}",
+                          instead=f"give a file: {spec.name}=PATH")
 
 
 def load_xquad_part(spec: XquadSpec) -> SquadDataset:
