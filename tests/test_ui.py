@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -161,6 +162,17 @@ def test_every_arm_answers_side_by_side_with_scores_and_errors_kept_per_arm(tmp_
     free = logic.answer_with_every_arm(logic.free_question(QUESTION, CONTEXT), backend, cards[:1], {"real": replay})
     assert free[0].answer == "The" and free[0].em is None and free[0].f1 is None
     assert free[1].answer is None and "typed" in free[1].error
+
+
+def test_app_scores_an_xquad_question_like_evaluate_does():
+    from abqa.core.squad import SquadAnswer, SquadQuestion
+
+    chinese = SquadQuestion("zh:q1", "哪所大学？", "他在北京大学读书。", (SquadAnswer("北京大学", 2),), "t", language="zh")
+    # MLQA splits Chinese into characters: half the answer is partly right (the v1.1 script would say 0).
+    em, f1 = logic.score("北京", chinese, "1.1")
+    assert em == 0.0 and f1 == pytest.approx(2 / 3)
+    english = dataclasses.replace(chinese, id="q1", language=None)
+    assert logic.score("北京", english, "1.1") == (0.0, 0.0)
 
 
 def test_shared_replays_only_on_the_shared_dev_set(shared_data):

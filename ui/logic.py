@@ -20,7 +20,7 @@ from typing import Any, Mapping, Sequence
 from abqa.core.config import DEFAULT_HOST, DEFAULT_MODEL_REPOSITORY, DEFAULT_RUNS_DIR, GRPC_PORT, METADATA_FILENAME
 from abqa.core.errors import AbqaError
 from abqa.core.io import read_json_file
-from abqa.core.metrics import score_answer
+from abqa.core.metrics import score_question
 from abqa.core.records import ExportMetadata
 from abqa.core.squad import SOURCE_SHARED, SquadDataset, SquadQuestion
 from abqa.router.backend import AnswerFailed, ArmAnswer, BackendUnavailable
@@ -334,11 +334,12 @@ class ArmResult:
 
 
 def score(prediction: str | None, question: SquadQuestion, version: str) -> tuple[float | None, float | None]:
-    """Official EM/F1 when the question comes from a data set (it has an id) and there is an answer."""
+    """Official EM/F1 when the question comes from a data set (it has an id) and there is an answer: the rule
+    `abqa evaluate` scores it with (MLQA's for an XQuAD question's language, else the SQuAD version's)."""
     if prediction is None or not question.id:
         return None, None
     try:
-        result = score_answer(prediction, question.answer_texts, version)
+        result = score_question(prediction, question.answer_texts, version, question.language)
     except ValueError:  # a SQuAD version the metric does not score
         return None, None
     return result.em, result.f1
