@@ -20,7 +20,7 @@ import threading
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 from abqa.core import config as core_config
 from abqa.core.errors import AbqaError
@@ -31,7 +31,7 @@ from abqa.core.squad import SquadDataset, SquadQuestion, resolve_squad_version, 
 from abqa.core.xquad import describe_parts
 from abqa.client.arms import STATUS_FAILED, ReplayArm, ServedArm, utc_now
 from abqa.client.resources import PeakSampler, client_peak_rss_mb, find_server_process
-from abqa.client.summary import ArmSummary, format_table, summarize
+from abqa.client.summary import KIND_STANDIN, ArmSummary, format_table, summarize
 from abqa.client.summary import answerability_groups, format_group_table, summarize_by_group
 from abqa.client.triton import InferFailed, RetryPolicy, normalize_url
 
@@ -412,20 +412,20 @@ def run_evaluation(options: EvalOptions) -> EvalResult:
             final = _build_meta(options, dataset, questions, previous, workers, replays, records, server_info,
                                 status, sampler, message)
             write_json_atomic(meta_path, final)
-    summaries = summarize(records, options.arm_names, _kinds(options), {q.id for q in questions})
+    summaries = summarize(records, options.arm_names, arm_kinds(options, workers), {q.id for q in questions})
     resume = resume_command(options) if status != STATUS_COMPLETE else None
     return EvalResult(out, status, summaries, message, resume,
-                      _breakdowns(records, options, questions, dataset.version))
+                      _breakdowns(records, options, questions, dataset.version, arm_kinds(options, workers)))
 
 
-def _breakdowns(records: list[EvalRecord], options: EvalOptions,
-                questions: list[SquadQuestion], version: str) -> dict[str, dict[str, list[ArmSummary]]]:
+def _breakdowns(records: list[EvalRecord], options: EvalOptions, questions: list[SquadQuestion], version: str,
+                kinds: dict[str, str]) -> dict[str, dict[str, list[ArmSummary]]]:
     groupings = {
         "language": {q.id: q.language for q in questions},
         "answerability": answerability_groups({q.id: q.has_answer if version == "2.0" else None
                                                for q in questions}),
     }
-    found = {column: summarize_by_group(records, options.arm_names, _kinds(options), groups)
+    found = {column: summarize_by_group(records, options.arm_names, kinds, groups)
              for column, groups in groupings.items()}
     return {column: by_group for column, by_group in found.items() if by_group}
 
@@ -519,8 +519,13 @@ def _check_replay_files(previous: dict, replays: dict[str, ReplayArm], out: Path
                             "give it another name or use another --out")
 
 
-def _kinds(options: EvalOptions) -> dict[str, str]:
-    return {**{name: "served" for name in options.arms}, **{name: "replay" for name, _ in options.replays}}
+def arm_kinds(options: EvalOptions, workers: Mapping[str, _Worker]) -> dict[str, str]:
+    """served | stand-in (served, untrained: its EM/F1 is meaningless) | replay, for the summary tables."""
+    kinds = {name: "served" for name in options.arms}
+    for name, worker in workers.items():
+        if worker.arm.export is not None and worker.arm.export.standin:
+            kinds[name] = KIND_STANDIN
+    return {**kinds, **{name: "replay" for name, _ in options.replays}}
 
 
 def _announce_arms(workers: dict[str, _Worker], replays: dict[str, ReplayArm]) -> None:
@@ -539,7 +544,7 @@ def _build_meta(options: EvalOptions, dataset: SquadDataset, questions: list[Squ
                 server_info: dict, status: str, sampler: PeakSampler, message: str = "") -> dict:
     """meta.json: what was evaluated, with what, where, and how it ended (read by the analysis stage)."""
     question_ids = {q.id for q in questions}
-    summaries = summarize(records, options.arm_names, _kinds(options), question_ids)
+    summaries = summarize(records, options.arm_names, arm_kinds(options, workers), question_ids)
     by_arm = {summary.arm: summary for summary in summaries}
     arms = dict(previous.get("arms", {}))
     for name, worker in workers.items():

@@ -7,7 +7,9 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from abqa.core.records import EvalRecord
+from abqa.core.records import STANDIN_WARNING, EvalRecord
+
+KIND_STANDIN = "stand-in"   # a served arm with untrained weights: its EM/F1 is printed but means nothing
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ def format_table(summaries: Sequence[ArmSummary]) -> str:
     header = ["arm", "kind", "questions", "failed", "missing", "EM", "F1", "p50 ms", "p95 ms"]
     rows = [[s.arm, s.kind, str(s.questions), str(s.failed), str(s.missing), f"{s.exact_match:.3f}", f"{s.f1:.3f}",
              _ms(s.latency_p50_ms), _ms(s.latency_p95_ms)] for s in summaries]
-    return _text_table(header, rows)
+    return _text_table(header, rows) + _standin_footnote(summaries)
 
 
 def _text_table(header: list[str], rows: list[list[str]], text_columns: int = 2) -> str:
@@ -94,6 +96,16 @@ def answerability_groups(has_answer: dict[str, bool | None]) -> dict[str, str | 
 def format_group_table(column: str, by_group: dict[str, Sequence[ArmSummary]]) -> str:
     """A breakdown printed after the run's table, e.g. per language (MLQA scoring) or HasAns/NoAns (SQuAD v2.0)."""
     header = [column, "arm", "questions", "failed", "EM", "F1", "p50 ms"]
-    rows = [[group, s.arm, str(s.questions), str(s.failed), f"{s.exact_match:.3f}", f"{s.f1:.3f}",
+    rows = [[group, _arm_label(s), str(s.questions), str(s.failed), f"{s.exact_match:.3f}", f"{s.f1:.3f}",
              _ms(s.latency_p50_ms)] for group, summaries in by_group.items() for s in summaries]
-    return _text_table(header, rows)
+    return _text_table(header, rows) + _standin_footnote([s for summaries in by_group.values() for s in summaries])
+
+
+def _arm_label(summary: ArmSummary) -> str:
+    return f"{summary.arm} (stand-in)" if summary.kind == KIND_STANDIN else summary.arm
+
+
+def _standin_footnote(summaries: Sequence[ArmSummary]) -> str:
+    """Under a table that shows a stand-in's EM/F1, the reason not to read them."""
+    names = list(dict.fromkeys(s.arm for s in summaries if s.kind == KIND_STANDIN))
+    return f"\n{', '.join(names)}: {STANDIN_WARNING}" if names else ""

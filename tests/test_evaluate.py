@@ -19,12 +19,13 @@ from abqa.client.runner import (
     ServerGone,
     StopSignals,
     answer_or_fail,
+    arm_kinds,
     arm_order,
     load_records,
     options_to_argv,
     run_evaluation,
 )
-from abqa.client.summary import format_table, summarize
+from abqa.client.summary import KIND_STANDIN, format_group_table, format_table, summarize, summarize_by_group
 from abqa.client.triton import (
     InferFailed,
     ModelInfo,
@@ -424,3 +425,27 @@ def test_summary_and_table():
     assert a.latency_p50_ms == 20.0 and b.latency_p50_ms is None
     table = format_table([a, b])
     assert "33.333" in table and "50.000" in table and table.splitlines()[0].startswith("arm")
+
+
+def test_tables_say_which_arms_are_stand_ins():
+    records = [EvalRecord("q1", "tiny", "x", 1.0, 1.0, 10.0, 1, 50, "t"),
+               EvalRecord("q1", "real", "x", 0.0, 0.5, None, None, None, "t")]
+    kinds = {"tiny": KIND_STANDIN, "real": "replay"}
+    summaries = summarize(records, ["tiny", "real"], kinds)
+    lines = format_table(summaries).splitlines()
+    assert lines[-1].startswith("tiny: STAND-IN") and "meaningless" in lines[-1]
+    assert not any(line.startswith("real:") for line in lines)
+    grouped = format_group_table("language", summarize_by_group(records, ["tiny", "real"], kinds, {"q1": "zh"}))
+    assert "tiny (stand-in)" in grouped and "real (stand-in)" not in grouped and "meaningless" in grouped
+    assert "STAND-IN" not in format_table(summarize(records, ["tiny", "real"], {"tiny": "served", "real": "replay"}))
+
+
+def test_a_served_arm_exported_as_a_stand_in_is_labelled_so():
+    from types import SimpleNamespace
+
+    def worker(standin):
+        return SimpleNamespace(arm=SimpleNamespace(export=None if standin is None else SimpleNamespace(standin=standin)))
+
+    options = EvalOptions(out=Path("run"), arms=["standin", "trained", "unknown"], replays=[("file", Path("p.json"))])
+    kinds = arm_kinds(options, {"standin": worker(True), "trained": worker(False), "unknown": worker(None)})
+    assert kinds == {"standin": KIND_STANDIN, "trained": "served", "unknown": "served", "file": "replay"}
