@@ -187,6 +187,11 @@ class ServedArm:
         self.export: ExportMetadata | None = None
         self.max_seq_length = MAX_SEQ_LENGTH
 
+    @property
+    def standin(self) -> bool:
+        """Exported as a stand-in (untrained weights): its answers score meaninglessly. False when unknown."""
+        return self.export is not None and self.export.standin
+
     def connect(self) -> None:
         """Connect, read the model's tensors from the server and load the arm's tokenizer (in the worker thread)."""
         from abqa.client.triton import RetryPolicy, TritonClient

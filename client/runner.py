@@ -412,10 +412,11 @@ def run_evaluation(options: EvalOptions) -> EvalResult:
             final = _build_meta(options, dataset, questions, previous, workers, replays, records, server_info,
                                 status, sampler, message)
             write_json_atomic(meta_path, final)
-    summaries = summarize(records, options.arm_names, arm_kinds(options, workers), {q.id for q in questions})
+    kinds = arm_kinds(options, workers)
+    summaries = summarize(records, options.arm_names, kinds, {q.id for q in questions})
     resume = resume_command(options) if status != STATUS_COMPLETE else None
     return EvalResult(out, status, summaries, message, resume,
-                      _breakdowns(records, options, questions, dataset.version, arm_kinds(options, workers)))
+                      _breakdowns(records, options, questions, dataset.version, kinds))
 
 
 def _breakdowns(records: list[EvalRecord], options: EvalOptions, questions: list[SquadQuestion], version: str,
@@ -521,17 +522,14 @@ def _check_replay_files(previous: dict, replays: dict[str, ReplayArm], out: Path
 
 def arm_kinds(options: EvalOptions, workers: Mapping[str, _Worker]) -> dict[str, str]:
     """served | stand-in (served, untrained: its EM/F1 is meaningless) | replay, for the summary tables."""
-    kinds = {name: "served" for name in options.arms}
-    for name, worker in workers.items():
-        if worker.arm.export is not None and worker.arm.export.standin:
-            kinds[name] = KIND_STANDIN
-    return {**kinds, **{name: "replay" for name, _ in options.replays}}
+    served = {name: KIND_STANDIN if name in workers and workers[name].arm.standin else "served"
+              for name in options.arms}
+    return {**served, **{name: "replay" for name, _ in options.replays}}
 
 
 def _announce_arms(workers: dict[str, _Worker], replays: dict[str, ReplayArm]) -> None:
     for name, worker in workers.items():
-        export = worker.arm.export
-        if export is not None and export.standin:
+        if worker.arm.standin:
             log.warning("arm %s is a %s", name, STANDIN_WARNING)
         log.info("arm %s: served by %s://%s, inputs %s", name, worker.arm.protocol, worker.arm.client.url,
                  ", ".join(worker.arm.model.input_names))
@@ -544,7 +542,7 @@ def _build_meta(options: EvalOptions, dataset: SquadDataset, questions: list[Squ
                 server_info: dict, status: str, sampler: PeakSampler, message: str = "") -> dict:
     """meta.json: what was evaluated, with what, where, and how it ended (read by the analysis stage)."""
     question_ids = {q.id for q in questions}
-    summaries = summarize(records, options.arm_names, arm_kinds(options, workers), question_ids)
+    summaries = summarize(records, options.arm_names, question_ids=question_ids)   # only the failed counts
     by_arm = {summary.arm: summary for summary in summaries}
     arms = dict(previous.get("arms", {}))
     for name, worker in workers.items():

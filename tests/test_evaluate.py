@@ -443,8 +443,10 @@ def test_tables_say_which_arms_are_stand_ins():
 def test_a_served_arm_exported_as_a_stand_in_is_labelled_so():
     from types import SimpleNamespace
 
-    def worker(standin):
-        return SimpleNamespace(arm=SimpleNamespace(export=None if standin is None else SimpleNamespace(standin=standin)))
+    def worker(standin):   # a ServedArm as connect() leaves it: export metadata read, or none found
+        arm = ServedArm("arm", Path("repo"), "127.0.0.1:8001", "grpc")
+        arm.export = None if standin is None else SimpleNamespace(standin=standin)
+        return SimpleNamespace(arm=arm)
 
     options = EvalOptions(out=Path("run"), arms=["standin", "trained", "unknown"], replays=[("file", Path("p.json"))])
     kinds = arm_kinds(options, {"standin": worker(True), "trained": worker(False), "unknown": worker(None)})
