@@ -15,7 +15,8 @@ from datetime import datetime
 from pathlib import Path
 
 from abqa.core.config import DEFAULT_ARMS_V2, DEFAULT_RUNS_DIR, shared_data_dir
-from abqa.core.tracking import add_mlflow_argument, track_stage
+from abqa.flags import (add_load_arguments, add_mlflow_argument, add_order_argument, add_replay_argument,
+                        add_sample_argument, add_squad_argument, add_squad_rules_arguments, add_threads_argument)
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,6 @@ class BenchmarkResult:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from abqa.export.cli import add_export_arguments
-    from abqa.core.xquad import SquadArgAction
 
     parser = subparsers.add_parser(
         "benchmark",
@@ -59,31 +59,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_export_arguments(parser.add_argument_group("export"))
     evaluate = parser.add_argument_group("evaluate")
-    evaluate.add_argument("--squad", default=None, metavar="PATH|squad|shared|builtin|xquad.LANG,...",
-                          action=SquadArgAction,
-                          help="data set (default: the shared dev set if present, else the hub, else the built-in "
-                          "sample); xquad.de,xquad.zh,... (or repeated) for several XQuAD languages, --sample per language")
-    evaluate.add_argument("--version", choices=("1.1", "2.0"), default=None, dest="squad_version",
-                          help="SQuAD rules (default: from the --squad file). 2.0 (questions without an answer): "
-                          "the shared v2.0 dev set unless --squad, and, unless --arm, the SQuAD2 pair "
-                          + ", ".join(f"{name}={source}" for name, source in DEFAULT_ARMS_V2.items()))
-    evaluate.add_argument("--null-threshold", type=float, default=0.0, metavar="T",
-                          help="SQuAD v2.0: answer \"\" when null score - best span score > T (default: %(default)s)")
-    evaluate.add_argument("--sample", type=int, default=DEFAULT_SAMPLE,
-                          help="seeded random subset of questions; 0 = all (default: %(default)s)")
-    evaluate.add_argument("--order", choices=("random", "interleaved", "parallel"), default="random")
-    evaluate.add_argument("--replay", action="append", default=[], metavar="NAME=PREDICTIONS.json",
-                          help="a prediction file as an extra arm on the accuracy side (repeatable)")
+    add_squad_argument(evaluate, help_default="the shared dev set if present, else the hub, else the built-in sample; "
+                       "--sample applies per language")
+    add_squad_rules_arguments(evaluate, version_help="; unless --arm, a v2.0 run exports the SQuAD2 pair "
+                              + ", ".join(f"{name}={source}" for name, source in DEFAULT_ARMS_V2.items()))
+    add_sample_argument(evaluate, default=DEFAULT_SAMPLE, zero_means_all=True)
+    add_order_argument(evaluate)
+    add_replay_argument(evaluate)
     evaluate.add_argument("--no-shared-replay", action="store_true",
                           help="skip the replay of the shared real BERT/DistilBERT predictions")
     load = parser.add_argument_group("load test")
-    load.add_argument("--users", default=DEFAULT_USERS, help="concurrency steps (default: %(default)s)")
-    load.add_argument("--duration", default=DEFAULT_DURATION, help="per step (default: %(default)s)")
-    load.add_argument("--mode", choices=("split", "parallel"), default="split")
+    add_load_arguments(load, users=DEFAULT_USERS, duration=DEFAULT_DURATION)
     load.add_argument("--skip-load", action="store_true", help="no load test")
-    serve = parser.add_argument_group("serve")
-    serve.add_argument("--threads", type=int, default=None,
-                       help="ONNX Runtime threads per session (default: from config.pbtxt, sized to the cores)")
+    add_threads_argument(parser.add_argument_group("serve"))
     out = parser.add_argument_group("output")
     out.add_argument("--out", type=Path, default=None, help="run folder (default: runs/benchmark-<date>-<time>)")
     out.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples for the report")
@@ -92,6 +80,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from abqa.integrations.mlflow_tracking import track_stage
+
     result = run_benchmark(args)
     print("\nabqa benchmark: done")
     if result.report_html:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from abqa.analysis.stats import DEFAULT_RESAMPLES, DEFAULT_SEED
-from abqa.core.tracking import add_mlflow_argument, track_stage
+from abqa.flags import add_mlflow_argument
 
 
 def register(subparsers) -> None:
@@ -32,6 +32,7 @@ def _positive_int(text: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from abqa.analysis.report import build_report
+    from abqa.integrations.mlflow_tracking import track_stage
 
     report = build_report(args.run_dir, n_resamples=args.bootstrap, seed=args.seed)
     for line in report.verdict:

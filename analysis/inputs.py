@@ -1,23 +1,24 @@
 """Read a run folder (eval.jsonl, meta.json, load.json: whichever exist) into arrays the statistics can use.
 
-This is the reading edge of the analysis stage; everything after it is pure. Failed and missing answers
-count as wrong (EM 0, F1 0) and carry no latency; the counts are kept so the report can say how many.
+This is the reading edge of the analysis stage; everything after it is pure. The files are read through their
+typed models (`abqa.core.run`). Failed and missing answers count as wrong (EM 0, F1 0) and carry no latency;
+unscored answers (routed requests with nothing to score against) carry latency and no accuracy; the counts are kept
+so the report can say how many.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from abqa.core.errors import AbqaError
-from abqa.core.io import read_jsonl
-from abqa.core.records import EVAL_FILENAME, LOAD_JSON_FILENAME, META_FILENAME, EvalRecord, LoadRow
+from abqa.core.run import (EVAL_FILENAME, LOAD_JSON_FILENAME, META_FILENAME, RUN_FILES, EvalRecord, EvalStatus,
+                           LoadDocument, LoadRow, RunFolder, RunMeta)
 
-OK = "ok"
+OK = EvalStatus.OK
 
 
 @dataclass
@@ -26,10 +27,10 @@ class ArmAnswers:
 
     arm: str
     ids: list[str]
-    em: np.ndarray                   # 0/1 per question; failed/missing answers are 0
-    f1: np.ndarray                   # 0..1 per question; failed/missing answers are 0
+    em: np.ndarray                   # 0/1 per question; failed/missing answers are 0; NaN where unscored
+    f1: np.ndarray                   # 0..1 per question; failed/missing answers are 0; NaN where unscored
     latency_ms: np.ndarray           # NaN where there is none (replayed, failed or missing)
-    status: list[str]
+    status: list[EvalStatus]
     duplicates: int = 0              # extra records for an id already seen (the last one is used)
     errors: dict[str, int] = field(default_factory=dict)  # error message -> count, for failed answers
     languages: list[str | None] = field(default_factory=list)  # per question (multilingual runs); else empty
@@ -42,6 +43,26 @@ class ArmAnswers:
     @property
     def n(self) -> int:
         return len(self.ids)
+
+    @property
+    def scored_mask(self) -> np.ndarray:
+        return np.array([status is not EvalStatus.UNSCORED for status in self.status], dtype=bool)
+
+    def scored(self) -> "ArmAnswers":
+        """The answers that count toward accuracy (every one but the unscored), in the same order."""
+        mask = self.scored_mask
+        if mask.all():
+            return self
+        keep = np.flatnonzero(mask)
+
+        def pick(values):
+            return None if values is None else values[keep]
+
+        return replace(self, ids=[self.ids[i] for i in keep], em=self.em[keep], f1=self.f1[keep],
+                       latency_ms=self.latency_ms[keep], status=[self.status[i] for i in keep],
+                       languages=[self.languages[i] for i in keep] if self.languages else [],
+                       has_answer=pick(self.has_answer), answered=pick(self.answered),
+                       null_score_diff=pick(self.null_score_diff))
 
     def count(self, status: str) -> int:
         return sum(1 for s in self.status if s == status)
@@ -59,11 +80,14 @@ class RunInputs:
     """Everything the report reads from one run folder; any part may be absent."""
 
     run_dir: Path
-    meta: dict[str, Any] | None
+    meta: RunMeta | None
     answers: dict[str, ArmAnswers]   # arm -> answers, in the run's arm order
-    load: dict[str, Any] | None      # load.json without its rows
-    load_rows: list[LoadRow]
+    load: LoadDocument | None
     arm_order: list[str]             # every arm any file mentions: meta's order, then eval's, then load's
+
+    @property
+    def load_rows(self) -> list[LoadRow]:
+        return self.load.rows if self.load is not None else []
 
     @property
     def files(self) -> dict[str, bool]:
@@ -72,18 +96,6 @@ class RunInputs:
             META_FILENAME: self.meta is not None,
             LOAD_JSON_FILENAME: self.load is not None,
         }
-
-
-def _read_json_object(path: Path) -> dict[str, Any] | None:
-    if not path.exists():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise AbqaError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
-    if not isinstance(data, dict):
-        raise AbqaError(f"{path}: expected a JSON object at the top level, found {type(data).__name__}")
-    return data
 
 
 def _number_or_nan(value: Any) -> float:
@@ -104,14 +116,15 @@ def answers_from_records(records: list[EvalRecord]) -> dict[str, ArmAnswers]:
     answers: dict[str, ArmAnswers] = {}
     for arm, by_id in by_arm.items():
         rows = list(by_id.values())
-        ok = np.array([r.status == OK for r in rows], dtype=bool)
-        # Only an answer that came back scores; the latency of a failed request is not a latency of the model.
-        em = np.where(ok, [float(r.em or 0.0) for r in rows], 0.0)
-        f1 = np.where(ok, [float(r.f1 or 0.0) for r in rows], 0.0)
-        latency = np.where(ok, [_number_or_nan(r.latency_ms) for r in rows], np.nan)
+        answered = np.array([r.answered for r in rows], dtype=bool)
+        # Failed and missing answers score 0 (the records say so); the latency of a failed request is not a latency
+        # of the model.
+        em = np.array([_number_or_nan(r.em) if r.scored else np.nan for r in rows], dtype=float)
+        f1 = np.array([_number_or_nan(r.f1) if r.scored else np.nan for r in rows], dtype=float)
+        latency = np.where(answered, [_number_or_nan(r.latency_ms) for r in rows], np.nan)
         errors: dict[str, int] = {}
         for r in rows:
-            if r.status != OK and r.error:
+            if not r.answered and r.error:
                 errors[r.error] = errors.get(r.error, 0) + 1
         answers[arm] = ArmAnswers(
             arm=arm, ids=[r.id for r in rows], em=em.astype(float), f1=f1.astype(float),
@@ -136,57 +149,25 @@ def squad_v2_columns(rows: list[EvalRecord]) -> dict[str, np.ndarray]:
     }
 
 
-def _read_eval(path: Path) -> list[EvalRecord]:
-    if not path.exists():
-        return []
-    records = []
-    for number, data in enumerate(read_jsonl(path), start=1):
-        try:
-            record = EvalRecord.from_dict(data)
-        except TypeError as exc:
-            raise AbqaError(f"{path}: record {number} lacks a required field ({exc})") from exc
-        if record.status not in (OK, "failed", "missing"):
-            raise AbqaError(f"{path}: record {number} (id {record.id!r}, arm {record.arm!r}) has unknown "
-                            f"status {record.status!r}; expected ok, failed or missing")
-        if record.status == OK and not (0.0 <= float(record.f1) <= 1.0 and float(record.em) in (0.0, 1.0)):
-            raise AbqaError(f"{path}: record {number} (id {record.id!r}, arm {record.arm!r}) has em={record.em!r}, "
-                            f"f1={record.f1!r}; expected em 0 or 1 and f1 in 0..1")
-        records.append(record)
-    return records
-
-
-def _read_load(path: Path) -> tuple[dict[str, Any] | None, list[LoadRow]]:
-    data = _read_json_object(path)
-    if data is None:
-        return None, []
-    rows = []
-    for number, row in enumerate(data.get("rows") or [], start=1):
-        try:
-            rows.append(LoadRow.from_dict(row))
-        except TypeError as exc:
-            raise AbqaError(f"{path}: rows[{number - 1}] lacks a required field ({exc})") from exc
-    return {key: value for key, value in data.items() if key != "rows"}, rows
-
-
 def _unique(names) -> list[str]:
     return list(dict.fromkeys(names))
 
 
 def read_run(run_dir: str | Path) -> RunInputs:
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise AbqaError(f"{run_dir}: no such run folder (runs are written by `abqa evaluate` and `abqa loadtest`)")
-    meta = _read_json_object(run_dir / META_FILENAME)
-    records = _read_eval(run_dir / EVAL_FILENAME)
-    load, load_rows = _read_load(run_dir / LOAD_JSON_FILENAME)
+    folder = RunFolder(Path(run_dir))
+    if not folder.path.is_dir():
+        raise AbqaError(f"{folder.path}: no such run folder (runs are written by `abqa evaluate` and `abqa loadtest`)")
+    meta = folder.read_meta()
+    records = folder.read_eval()
+    load = folder.read_load()
     if meta is None and not records and load is None:
         raise AbqaError(
-            f"{run_dir}: none of {EVAL_FILENAME}, {META_FILENAME}, {LOAD_JSON_FILENAME} holds anything to report; "
+            f"{folder.path}: none of {', '.join(RUN_FILES)} holds anything to report; "
             "run `abqa evaluate` or `abqa loadtest` into this folder first"
         )
     answers = answers_from_records(records)
-    meta_arms = list(((meta or {}).get("arms") or {}).keys())
-    load_arms = list((load or {}).get("arms") or []) + [row.arm for row in load_rows]
+    meta_arms = list(meta.arms) if meta is not None else []
+    load_arms = (list(load.arms) + [row.arm for row in load.rows]) if load is not None else []
     order = _unique(meta_arms + list(answers) + load_arms)
     answers = {arm: answers[arm] for arm in order if arm in answers}
-    return RunInputs(run_dir=run_dir, meta=meta, answers=answers, load=load, load_rows=load_rows, arm_order=order)
+    return RunInputs(run_dir=folder.path, meta=meta, answers=answers, load=load, arm_order=order)

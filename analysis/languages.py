@@ -17,6 +17,7 @@ from abqa.analysis import stats
 from abqa.analysis.inputs import ArmAnswers, RunInputs
 from abqa.analysis.summary import ReportSettings, _holm_over_pairs, compare_pair, pair_key
 from abqa.core.metrics import MULTILINGUAL_TOKENIZATION_NOTE
+from abqa.core.run import LanguagePart
 from abqa.core.xquad import ID_SEPARATOR
 
 ID_NOTE = (f"XQuAD repeats question ids across languages, so a multilingual run prefixes them with the language "
@@ -36,9 +37,14 @@ def answers_in_language(answers: ArmAnswers, language: str) -> ArmAnswers:
 
 def run_languages(inputs: RunInputs) -> list[str]:
     """The run's languages: meta.json's order (the order of --squad), then any other the records carry."""
-    meta_order = [part.get("language") for part in ((inputs.meta or {}).get("dataset") or {}).get("languages") or []]
+    meta_order = [part.language for part in _language_parts(inputs)]
     seen = [lang for answers in inputs.answers.values() for lang in answers.languages if lang]
     return list(dict.fromkeys([lang for lang in meta_order if lang in set(seen)] + seen))
+
+
+def _language_parts(inputs: RunInputs) -> list[LanguagePart]:
+    dataset = inputs.meta.dataset if inputs.meta is not None else None
+    return list(dataset.languages or []) if dataset is not None else []
 
 
 def _accuracy(answers: ArmAnswers, settings: ReportSettings) -> dict[str, Any]:
@@ -61,8 +67,7 @@ def language_report(inputs: RunInputs, arms: dict[str, Any], settings: ReportSet
     if not languages:
         return None
     answered = [arm for arm in inputs.arm_order if arm in inputs.answers and inputs.answers[arm].n]
-    parts = {part.get("language"): part
-             for part in ((inputs.meta or {}).get("dataset") or {}).get("languages") or []}
+    parts = {part.language: part for part in _language_parts(inputs)}
     per_language: dict[str, Any] = {}
     flat_tests: dict[str, dict[str, Any]] = {}
     for language in languages:
@@ -74,9 +79,10 @@ def language_report(inputs: RunInputs, arms: dict[str, Any], settings: ReportSet
                 test["accuracy_meaningful"] = (arms[a]["accuracy_meaningful"] and arms[b]["accuracy_meaningful"])
                 tests[pair_key(a, b)] = test
                 flat_tests[f"{language}{ID_SEPARATOR}{pair_key(a, b)}"] = test
-        part = parts.get(language) or {}
+        part = parts.get(language)
         per_language[language] = {
-            "dataset": part.get("name"), "path": part.get("path"), "source": part.get("source"),
+            "dataset": part.name if part else None, "path": part.path if part else None,
+            "source": part.source if part else None,
             "arms": {arm: _accuracy(subset, settings) for arm, subset in subsets.items()},
             "tests": tests,
         }

@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 
-PLOTS_DIRNAME = "plots"
 DPI = 110
 # Matplotlib's default cycle: the same arm keeps the same colour in every figure.
 _COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")

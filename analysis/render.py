@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,7 +128,7 @@ def _arm_rows(data: dict[str, Any]) -> list[list[str]]:
         latency = s["latency_ms"] or {}
         ci = latency.get("ci") or {}
         questions = _questions_cell(s) if s["questions"] else "–"
-        memory = f"{num(s['peak_rss_mb'], 0)} MB" if s.get("peak_rss_mb") is not None else (memory_note or "–")
+        memory = memory_note or "–"   # the arms share one server process: its peak is all of theirs
         rows.append([
             arm, s["provenance"]["description"], questions,
             _accuracy_cell(s, "em", s["accuracy_meaningful"]), _accuracy_cell(s, "f1", s["accuracy_meaningful"]),
@@ -547,18 +546,3 @@ def to_markdown(doc: Document, images: dict[str, Path], base: Path) -> str:
             relative = images[block.name].relative_to(base).as_posix()
             lines += [f"![{block.caption}]({relative})", "", f"*{block.caption}*", ""]
     return "\n".join(lines)
-
-
-def json_safe(value: Any) -> Any:
-    """NaN and infinity are not JSON: they become null (meta.json may carry them from Python's json)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(key): json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(item) for item in value]
-    return value
-
-
-def to_json(data: dict[str, Any]) -> str:
-    return json.dumps(json_safe(data), indent=2, ensure_ascii=False, allow_nan=False) + "\n"

@@ -15,14 +15,12 @@ from typing import Any
 
 from abqa.analysis import stats
 from abqa.analysis.inputs import RunInputs, read_run
-from abqa.analysis.plots import PLOTS_DIRNAME, render_plots
-from abqa.analysis.render import layout, to_html, to_json, to_markdown
+from abqa.analysis.plots import render_plots
+from abqa.analysis.render import layout, to_html, to_markdown
 from abqa.analysis.summary import ReportSettings, build_report_data
 from abqa.core.io import write_text_atomic
+from abqa.core.run import ReportData, RunFolder, validate
 
-REPORT_HTML = "report.html"
-REPORT_MD = "report.md"
-REPORT_JSON = "report.json"
 PLOT_NAMES = ("latency_histogram", "latency_cdf", "accuracy", "contingency", "load", "queue_compute")
 
 
@@ -51,19 +49,20 @@ def build_report(
     confidence: float = stats.CONFIDENCE,
 ) -> Report:
     """Report on whatever the run folder holds (eval.jsonl, load.json, meta.json); raises AbqaError if nothing."""
-    run_dir = Path(run_dir)
-    inputs = read_run(run_dir)
+    folder = RunFolder(Path(run_dir))
+    inputs = read_run(folder.path)
     data = build_report_data(inputs, ReportSettings(n_resamples=n_resamples, seed=seed, confidence=confidence))
-    plots = _draw(data, inputs, run_dir / PLOTS_DIRNAME)
-    data["plots"] = {name: path.relative_to(run_dir).as_posix() for name, path in plots.items()}
+    plots = _draw(data, inputs, folder.plots)
+    data["plots"] = {name: path.relative_to(folder.path).as_posix() for name, path in plots.items()}
+    report = validate(ReportData, data, f"{folder.report_json} (as computed)")
     document = layout(data, list(plots))
     paths = ReportPaths(
-        html=write_text_atomic(run_dir / REPORT_HTML, to_html(document, plots)),
-        markdown=write_text_atomic(run_dir / REPORT_MD, to_markdown(document, plots, run_dir)),
-        json=write_text_atomic(run_dir / REPORT_JSON, to_json(data)),
+        html=write_text_atomic(folder.report_html, to_html(document, plots)),
+        markdown=write_text_atomic(folder.report_md, to_markdown(document, plots, folder.path)),
+        json=report.write(folder.report_json),
         plots=plots,
     )
-    return Report(paths=paths, verdict=list(data["verdict"]), data=data)
+    return Report(paths=paths, verdict=list(data["verdict"]), data=report.to_dict())
 
 
 def _draw(data: dict[str, Any], inputs: RunInputs, plots_dir: Path) -> dict[str, Path]:

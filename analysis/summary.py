@@ -18,9 +18,9 @@ from abqa.analysis import stats
 from abqa.analysis.inputs import ArmAnswers, RunInputs
 from abqa.analysis.squad_v2 import squad_v2_block, squad_v2_notes
 from abqa.core.records import STANDIN_WARNING
+from abqa.core.run import SCHEMA_VERSION, ArmInfo, LoadRow, LoadStepReport
 
 PAIR_SEPARATOR = "__vs__"
-SCHEMA_VERSION = 1
 # Family-wise: each test's p-values are Holm-adjusted over the pairs (one family per test).
 HOLM_FAMILIES = ("mcnemar", "paired_t_f1", "wilcoxon_f1", "latency_log_t")
 
@@ -55,30 +55,30 @@ def _ci(estimate: stats.Estimate) -> list[float | None]:
 
 
 def arm_provenance(
-    arm: str, meta_arm: dict[str, Any] | None, load_standin: bool | None, answers: ArmAnswers | None,
+    arm: str, meta_arm: ArmInfo | None, load_standin: bool | None, answers: ArmAnswers | None,
 ) -> dict[str, Any]:
     """Where an arm's numbers come from: a served model, a stand-in, or a replayed prediction file.
 
     meta.json says so; without it, an arm that answered with no latency at all is taken for a replay and the
     guess is flagged `inferred`.
     """
-    meta_arm = meta_arm or {}
-    kind = meta_arm.get("kind")
-    inferred = kind not in ("served", "replay")
-    if inferred:
-        if answers is not None and not answers.has_latency and load_standin is None:
-            kind = "replay"
-        elif answers is not None or load_standin is not None:
-            kind = "served"
-        else:
-            kind = "unknown"
-    standin = bool(meta_arm["standin"]) if meta_arm.get("standin") is not None else bool(load_standin)
+    inferred = meta_arm is None
+    if meta_arm is not None:
+        kind = meta_arm.kind.value
+    elif answers is not None and not answers.has_latency and load_standin is None:
+        kind = "replay"
+    elif answers is not None or load_standin is not None:
+        kind = "served"
+    else:
+        kind = "unknown"
+    info = meta_arm or ArmInfo(kind="served")   # an empty provenance for the guesses
+    standin = bool(info.standin) if info.standin is not None else bool(load_standin)
     if kind == "replay":
         tag = "replay"
-        replay_file = meta_arm.get("replay_file")
-        description = f"replayed prediction file {Path(replay_file).name}" if replay_file else "replayed prediction file"
-        if meta_arm.get("replay_sha256"):
-            description += f" (sha256 {str(meta_arm['replay_sha256'])[:12]})"
+        description = (f"replayed prediction file {Path(info.replay_file).name}" if info.replay_file
+                       else "replayed prediction file")
+        if info.replay_sha256:
+            description += f" (sha256 {info.replay_sha256[:12]})"
         description += "; no latency"
     elif standin:
         tag = "STAND-IN"
@@ -86,19 +86,19 @@ def arm_provenance(
     elif kind == "served":
         tag = "served"
         description = "served by Triton"
-        if meta_arm.get("source"):
-            description += f" from {meta_arm['source']}"
-        if meta_arm.get("revision"):
-            description += f" @ {str(meta_arm['revision'])[:12]}"
+        if info.source:
+            description += f" from {info.source}"
+        if info.revision:
+            description += f" @ {info.revision[:12]}"
     else:
         tag, description = "unknown", "source unknown (no meta.json entry)"
     if inferred and kind != "unknown":
         description += " (inferred: meta.json does not say)"
     return {
         "kind": kind, "standin": standin, "tag": tag, "label": f"{arm} ({tag})", "description": description,
-        "inferred": inferred, "source": meta_arm.get("source"), "revision": meta_arm.get("revision"),
-        "replay_file": meta_arm.get("replay_file"), "replay_sha256": meta_arm.get("replay_sha256"),
-        "unknown_ids": meta_arm.get("unknown_ids"), "missing_ids": meta_arm.get("missing_ids"),
+        "inferred": inferred, "source": info.source, "revision": info.revision,
+        "replay_file": info.replay_file, "replay_sha256": info.replay_sha256,
+        "unknown_ids": info.unknown_ids, "missing_ids": info.missing_ids if meta_arm is not None else None,
     }
 
 
@@ -118,70 +118,43 @@ def latency_block(latency_ms: np.ndarray, excluded: int, settings: ReportSetting
     return block
 
 
-def load_step(row) -> dict[str, Any]:
-    """One LoadRow, with Triton's cumulative server times turned into milliseconds per request."""
-    server = row.server or {}
-    requests = server.get("request_count") or 0
-
-    def per_request_ms(name: str) -> float | None:
-        if server.get(f"{name}_us_per_request") is not None:
-            return float(server[f"{name}_us_per_request"]) / 1000.0
-        if server.get(f"{name}_us") is not None and requests:
-            return float(server[f"{name}_us"]) / requests / 1000.0
-        return None
-
-    # Executions per batch size, as dynamic batching formed them.
-    batch_sizes = {int(size): int(count) for size, count in (server.get("batch_sizes") or {}).items()}
-    executions = sum(batch_sizes.values())
-    mean_batch = server.get("mean_batch_size")
-    if mean_batch is None and executions:
-        mean_batch = sum(size * count for size, count in batch_sizes.items()) / executions
-    return {
-        "users": row.users, "requests": row.requests, "failures": row.failures,
-        "requests_per_s": row.requests_per_s, "latency_ms": dict(row.latency_ms or {}),
-        "server_requests": server.get("request_count"),
-        "queue_ms_per_request": per_request_ms("queue"),
-        "compute_input_ms_per_request": per_request_ms("compute_input"),
-        "compute_infer_ms_per_request": per_request_ms("compute_infer"),
-        "compute_output_ms_per_request": per_request_ms("compute_output"),
-        "server_request_ms_per_request": per_request_ms("request"),
-        "batch_sizes": batch_sizes,
-        "mean_batch_size": mean_batch,
-        "server_error": server.get("error"),
-        "failure_messages": dict(row.failure_messages or {}),
-    }
+def load_step(row: LoadRow) -> dict[str, Any]:
+    return LoadStepReport.from_row(row).to_dict()
 
 
 def summarise_arm(
     arm: str, inputs: RunInputs, settings: ReportSettings,
 ) -> dict[str, Any]:
-    meta_arm = ((inputs.meta or {}).get("arms") or {}).get(arm)
-    load_standin = ((inputs.load or {}).get("standin") or {}).get(arm)
+    meta_arm = inputs.meta.arms.get(arm) if inputs.meta is not None else None
+    load_standin = inputs.load.standin.get(arm) if inputs.load is not None else None
     answers = inputs.answers.get(arm)
     provenance = arm_provenance(arm, meta_arm, load_standin, answers)
     summary: dict[str, Any] = {
         "provenance": provenance,
         "accuracy_meaningful": not provenance["standin"],
-        "questions": 0, "ok": 0, "failed": 0, "missing": 0, "duplicates": 0,
+        "questions": 0, "ok": 0, "failed": 0, "missing": 0, "unscored": 0, "duplicates": 0,
         "em": None, "em_ci": [None, None], "f1": None, "f1_ci": [None, None],
         "latency_ms": None,
     }
+    scored = answers.scored() if answers is not None else None
     if answers is not None and answers.n:
         failed, missing = answers.count("failed"), answers.count("missing")
         summary.update({
             "questions": answers.n, "ok": answers.count("ok"), "failed": failed, "missing": missing,
-            "duplicates": answers.duplicates,
-            **stats.accuracy_percent(answers.em, answers.f1, **settings.bootstrap),
+            "unscored": answers.count("unscored"), "duplicates": answers.duplicates,
             "latency_ms": latency_block(answers.latency_ms, failed + missing, settings),
             "error_messages": dict(sorted(answers.errors.items(), key=lambda item: -item[1])[:5]),
         })
-    meta_arm = meta_arm or {}
-    summary["model"] = {key: meta_arm.get(key) for key in ("architecture", "variant", "parameters", "onnx_file_size")}
-    summary["peak_rss_mb"] = meta_arm.get("peak_rss_mb")
+    if scored is not None and scored.n:
+        summary.update(stats.accuracy_percent(scored.em, scored.f1, **settings.bootstrap))
+    info = meta_arm or ArmInfo(kind="served")
+    summary["model"] = {"architecture": info.architecture, "variant": info.variant, "parameters": info.parameters,
+                        "onnx_file_size": info.onnx_file_size}
     steps = [load_step(row) for row in inputs.load_rows if row.arm == arm]
     steps.sort(key=lambda step: step["users"])
     summary["load"] = steps or None
-    squad_v2 = squad_v2_block(answers, settings, (inputs.meta or {}).get("qa"))
+    qa = inputs.meta.qa.to_dict() if inputs.meta is not None and inputs.meta.qa is not None else None
+    squad_v2 = squad_v2_block(scored, settings, qa)
     if squad_v2 is not None:  # a SQuAD v2.0 run: HasAns/NoAns and the best threshold (a v1.1 report is unchanged)
         summary["squad_v2"] = squad_v2
     return summary
@@ -204,7 +177,10 @@ def _pairing(a: ArmAnswers, b: ArmAnswers) -> tuple[np.ndarray, np.ndarray, int,
 
 
 def compare_pair(a: ArmAnswers, b: ArmAnswers, settings: ReportSettings) -> dict[str, Any]:
-    """Every test of a against b on the questions both answered; differences are a - b."""
+    """Every test of a against b on the questions both answered; differences are a - b. Accuracy is compared on
+    the scored answers, latency on every answer (unscored ones too: a routed request is still a request)."""
+    latency = _compare_latency_on_all(a, b, settings)
+    a, b = a.scored(), b.scored()
     ia, ib, only_a, only_b = _pairing(a, b)
     em_a, em_b, f1_a, f1_b = a.em[ia], b.em[ib], a.f1[ia], b.f1[ib]
     n = len(ia)
@@ -214,6 +190,7 @@ def compare_pair(a: ArmAnswers, b: ArmAnswers, settings: ReportSettings) -> dict
     }
     if n == 0:
         result["error"] = "no question was answered by both arms"
+        result["latency"] = latency
         return result
 
     mcnemar = stats.mcnemar_test(em_a == 1, em_b == 1)
@@ -244,10 +221,15 @@ def compare_pair(a: ArmAnswers, b: ArmAnswers, settings: ReportSettings) -> dict
         "method": "two-sided paired t (statsmodels TTestPower) at the SD of the observed per-question "
                   "differences; for EM this is the normal approximation to McNemar's test",
     }
-    result["latency"] = compare_latency(a, b, ia, ib, settings)
+    result["latency"] = latency
     if result["latency"]:
         result["effect_sizes"]["latency_log_cohens_dz"] = result["latency"]["log_t"]["cohens_dz"]
     return result
+
+
+def _compare_latency_on_all(a: ArmAnswers, b: ArmAnswers, settings: ReportSettings) -> dict[str, Any] | None:
+    ia, ib, _, _ = _pairing(a, b)
+    return compare_latency(a, b, ia, ib, settings)
 
 
 def compare_latency(
@@ -289,14 +271,16 @@ def _holm_over_pairs(tests: dict[str, dict[str, Any]]) -> None:
 
 
 def run_info(inputs: RunInputs) -> dict[str, Any]:
-    meta = inputs.meta or {}
-    return {
-        "name": meta.get("name") or inputs.run_dir.name,
-        "dir": str(inputs.run_dir),
-        "files": inputs.files,
-        **{key: meta.get(key) for key in ("created_at", "status", "order", "seed", "dataset", "server", "client",
-                                          "machine", "versions")},
-    }
+    meta = inputs.meta
+    facts: dict[str, Any] = {"name": meta.name if meta is not None else inputs.run_dir.name,
+                             "dir": str(inputs.run_dir), "files": inputs.files}
+    if meta is not None:
+        facts.update(kind=meta.kind.value, created_at=meta.created_at, status=meta.status.value, order=meta.order,
+                     seed=meta.seed, versions=meta.versions)
+        for key in ("dataset", "server", "client", "machine"):
+            part = getattr(meta, key)
+            facts[key] = part.to_dict() if part is not None else None
+    return facts
 
 
 def _notes(data: dict[str, Any]) -> list[str]:
@@ -310,6 +294,9 @@ def _notes(data: dict[str, Any]) -> list[str]:
         notes.append(f"{', '.join(replays)}: replayed prediction files; their accuracy is real, but they have no "
                      "latency, memory or throughput.")
     for arm, summary in arms.items():
+        if summary["unscored"]:
+            notes.append(f"{arm}: {summary['unscored']} answers had nothing to score them against (routed requests "
+                         "without a SQuAD id): their latency counts, their accuracy does not.")
         if summary["failed"] or summary["missing"]:
             notes.append(f"{arm}: {summary['failed']} failed and {summary['missing']} missing answers count as wrong "
                          "(EM 0, F1 0) and are left out of latency statistics.")
@@ -350,10 +337,10 @@ def build_report_data(inputs: RunInputs, settings: ReportSettings = ReportSettin
                                        and arms[test["arm_b"]]["accuracy_meaningful"])
     load = None
     if inputs.load is not None:
-        load = {key: inputs.load.get(key) for key in ("mode", "users", "duration_s", "weights", "url", "started_at")}
-        load["arms"] = inputs.load.get("arms")
+        load = {key: getattr(inputs.load, key)
+                for key in ("mode", "users", "duration_s", "weights", "url", "started_at", "arms")}
     data: dict[str, Any] = {
-        "schema": SCHEMA_VERSION,
+        "schema_version": SCHEMA_VERSION,
         "run": run_info(inputs),
         "settings": {
             "bootstrap_resamples": settings.n_resamples, "seed": settings.seed, "confidence": settings.confidence,

@@ -23,13 +23,14 @@ from abqa.core.io import read_json_file
 from abqa.core.metrics import score_question
 from abqa.core.qa import (Answer, answer_with_null_threshold, best_answer, encode_question, group_by_length,
                           load_tokenizer)
-from abqa.core.records import EvalRecord, ExportMetadata
+from abqa.core.records import ExportMetadata
+from abqa.core.run import ArmInfo, ArmKind, EvalRecord, EvalStatus, TritonModel
 from abqa.core.squad import SquadQuestion
 
 log = logging.getLogger(__name__)
 
 START_LOGITS, END_LOGITS = "start_logits", "end_logits"
-STATUS_OK, STATUS_FAILED, STATUS_MISSING = "ok", "failed", "missing"
+STATUS_OK, STATUS_FAILED, STATUS_MISSING = EvalStatus.OK, EvalStatus.FAILED, EvalStatus.MISSING
 
 
 def utc_now() -> str:
@@ -38,7 +39,7 @@ def utc_now() -> str:
 
 def scored_record(question: SquadQuestion, arm: str, prediction: str | None, *, started_at: str,
                   latency_ms: float | None = None, windows: int | None = None, tokens: int | None = None,
-                  status: str = STATUS_OK, error: str | None = None, version: str = "1.1",
+                  status: EvalStatus = STATUS_OK, error: str | None = None, version: str = "1.1",
                   null_score_diff: float | None = None) -> EvalRecord:
     """An eval.jsonl record: no prediction (failed or missing) scores 0, never disappears.
 
@@ -46,12 +47,11 @@ def scored_record(question: SquadQuestion, arm: str, prediction: str | None, *, 
     an answer and carries the arm's no-answer score difference, when there is one."""
     # A multilingual run (XQuAD) scores by MLQA's convention for the question's language.
     score = score_question(prediction, question.answer_texts, version, question.language)
-    record = EvalRecord(question.id, arm, prediction, score.em, score.f1, latency_ms, windows, tokens, started_at,
-                        status, error, language=question.language)
-    if version == "2.0":
-        record.has_answer = question.has_answer
-        record.null_score_diff = null_score_diff
-    return record
+    v2 = version == "2.0"
+    return EvalRecord(id=question.id, arm=arm, prediction=prediction, em=score.em, f1=score.f1, latency_ms=latency_ms,
+                      windows=windows, tokens=tokens, started_at=started_at, status=status, error=error,
+                      language=question.language, has_answer=question.has_answer if v2 else None,
+                      null_score_diff=null_score_diff if v2 else None)
 
 
 # --- replay arms ---------------------------------------------------------------------------------------------------
@@ -116,15 +116,13 @@ class ReplayArm:
                              error=None if prediction is not None else "no prediction for this id in the replay file",
                              version=self.version, null_score_diff=na_prob)
 
-    def provenance(self, missing_ids: int) -> dict:
-        return {
-            "kind": self.kind, "standin": False, "source": str(self.path), "revision": None,
-            "replay_file": str(self.path.resolve()), "replay_sha256": self.sha256,
-            "onnx_file_size": None, "parameters": None, "architecture": None, "variant": None,
-            "predictions": len(self.predictions), "unknown_ids": len(self.unknown_ids), "missing_ids": missing_ids,
-            **({"na_prob_file": str(self.na_prob_path.resolve()), "na_prob_sha256": self.na_prob_sha256}
-               if self.na_prob_path is not None else {}),
-        }
+    def provenance(self, missing_ids: int) -> ArmInfo:
+        na_prob = self.na_prob_path is not None
+        return ArmInfo(kind=ArmKind.REPLAY, standin=False, source=str(self.path),
+                       replay_file=str(self.path.resolve()), replay_sha256=self.sha256,
+                       predictions=len(self.predictions), unknown_ids=len(self.unknown_ids), missing_ids=missing_ids,
+                       na_prob_file=str(self.na_prob_path.resolve()) if na_prob else None,
+                       na_prob_sha256=self.na_prob_sha256 if na_prob else None)
 
 
 def parse_na_prob_spec(text: str) -> tuple[str, Path]:
@@ -257,28 +255,20 @@ class ServedArm:
         return scored_record(question, self.name, None, started_at=started_at, status=STATUS_FAILED, error=error,
                              version=self.version)
 
-    def provenance(self, failed: int = 0) -> dict:
+    def provenance(self, failed: int = 0) -> ArmInfo:
         export = self.export
-        info: dict[str, Any] = {
-            "kind": self.kind,
-            "standin": export.standin if export else None,
-            "source": export.source if export else None,
-            "revision": export.revision if export else None,
-            "replay_file": None, "replay_sha256": None,
-            "onnx_file_size": export.onnx_file_size if export else None,
-            "onnx_sha256": export.onnx_sha256 if export else None,
-            "parameters": export.parameters if export else None,
-            "architecture": export.architecture if export else None,
-            "variant": export.variant if export else None,
-            "source_kind": export.source_kind if export else None,
-            "metadata_file": str((self.repository / self.name / METADATA_FILENAME).resolve()) if export else None,
-            "missing_ids": 0, "failed": failed,
-        }
+        info = ArmInfo(kind=ArmKind.SERVED, failed=failed)
+        if export is not None:
+            info = info.model_copy(update={
+                "standin": export.standin, "source": export.source, "source_kind": export.source_kind,
+                "revision": export.revision, "architecture": export.architecture, "variant": export.variant,
+                "parameters": export.parameters, "onnx_file_size": export.onnx_file_size,
+                "onnx_sha256": export.onnx_sha256,
+                "metadata_file": str((self.repository / self.name / METADATA_FILENAME).resolve())})
         if self.model is not None:
-            info["triton"] = {
-                "platform": self.model.platform, "versions": list(self.model.versions),
-                "inputs": [f"{t.name}:{t.datatype}" for t in self.model.inputs],
-                "outputs": [f"{t.name}:{t.datatype}" for t in self.model.outputs],
-                "max_batch_size": self.model.max_batch_size,
-            }
+            info.triton = TritonModel(
+                platform=self.model.platform, versions=list(self.model.versions),
+                inputs=[f"{t.name}:{t.datatype}" for t in self.model.inputs],
+                outputs=[f"{t.name}:{t.datatype}" for t in self.model.outputs],
+                max_batch_size=self.model.max_batch_size)
         return info

@@ -7,8 +7,8 @@ from datetime import datetime
 from pathlib import Path
 
 from abqa.core.config import DEFAULT_ARMS, DEFAULT_MODEL_REPOSITORY, DEFAULT_RUNS_DIR, split_csv
-from abqa.core.xquad import SquadArgAction
-from abqa.core.tracking import add_mlflow_argument, track_stage
+from abqa.flags import (add_mlflow_argument, add_order_argument, add_replay_argument, add_sample_argument,
+                        add_squad_argument, add_squad_rules_arguments)
 
 EXIT_INTERRUPTED, EXIT_FAILED = 130, 1
 
@@ -23,24 +23,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "same --out resumes; Ctrl+C stops with everything saved.",
     )
     data = parser.add_argument_group("data")
-    data.add_argument("--squad", default=None, metavar="PATH|squad|shared|builtin|xquad.LANG,...",
-                      action=SquadArgAction,
-                      help="a SQuAD v1.1 JSON file; `squad`: the Hugging Face hub's validation split (needs `datasets` "
-                      "and network); `shared`: ../shared/data/squad-v1.1/dev-v1.1.json; `builtin`: the small built-in "
-                      "sample. Default: shared if present, else the hub if reachable, else the built-in sample. "
-                      "Multilingual: xquad.de,xquad.zh,... (comma list or --squad repeated; each language from "
-                      "../shared/data/xquad/, else the hub's google/xquad; xquad.LANG=PATH for your own file): "
-                      "ids become LANG:ID, --sample/--limit apply per language, scoring follows MLQA")
+    add_squad_argument(data, help_default="shared if present, else the hub if reachable, else the built-in sample")
     data.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N questions (after --sample)")
-    data.add_argument("--sample", type=int, default=None, metavar="N", help="a seeded random subset of N questions")
+    add_sample_argument(data)
     data.add_argument("--seed", type=int, default=0, help="seed of --sample and of --order random (default: %(default)s)")
-    data.add_argument("--version", choices=("1.1", "2.0"), default=None, dest="squad_version",
-                      help="SQuAD scoring rules (default: from the file: its \"version\", or questions marked "
-                      "is_impossible, mean 2.0). 2.0: unanswerable questions, whose only right answer is \"\" (no "
-                      "answer); without --squad (or with `shared`) it takes ../shared/data/squad-v2.0/dev-v2.0.json")
-    data.add_argument("--null-threshold", type=float, default=0.0, metavar="T",
-                      help="SQuAD v2.0: a served arm answers \"\" when its null score ([CLS] start + end logit) "
-                      "minus its best span score is above T (default: %(default)s)")
+    add_squad_rules_arguments(data)
     data.add_argument("--na-prob", action="append", default=[], metavar="NAME=NA_PROB.json",
                       help="SQuAD v2.0: the official na_prob file (id -> no-answer score) of replay arm NAME, for the "
                       "report's best-threshold search; repeatable")
@@ -49,8 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     arms.add_argument("--arms", default=None, metavar="A,B",
                       help="arms served by Triton, by model name (default: "
                       f"{','.join(DEFAULT_ARMS)} unless only --replay arms are given)")
-    arms.add_argument("--replay", action="append", default=[], metavar="NAME=PREDICTIONS.json",
-                      help="a SQuAD prediction file (question id -> answer) as an arm without latency; repeatable")
+    add_replay_argument(arms)
     arms.add_argument("--url", default=None,
                       help="Triton's address, host:port (default: 127.0.0.1:8001 for grpc, 127.0.0.1:8000 for http)")
     arms.add_argument("--protocol", choices=("grpc", "http"), default="grpc", help="default: %(default)s")
@@ -60,9 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="start `abqa serve` on --model-repository (free loopback ports) for this run and stop it after")
 
     run = parser.add_argument_group("run")
-    run.add_argument("--order", choices=("random", "interleaved", "parallel"), default="random",
-                     help="arm order per question: random (drawn from the seed), interleaved (rotating), parallel "
-                     "(all served arms in flight at once) (default: %(default)s)")
+    add_order_argument(run)
     run.add_argument("--out", type=Path, default=None,
                      help="run folder (default: <runs-dir>/<name>); an existing one is resumed")
     run.add_argument("--name", default=None, help="run name (default: eval-<date>-<time>)")
@@ -104,6 +88,8 @@ def run_command(args: argparse.Namespace) -> int:
 
     result = run_evaluation(build_options(args))
     print_result(result)
+    from abqa.integrations.mlflow_tracking import track_stage
+
     if result.status == STATUS_COMPLETE:
         return track_stage(args.mlflow, result.out, "evaluate", 0)
     return track_stage(args.mlflow, result.out, "evaluate",

@@ -9,7 +9,6 @@ meta.json saying so and how to resume; a question that still fails after retries
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import random
@@ -24,9 +23,12 @@ from typing import Iterator, Mapping, Sequence
 
 from abqa.core import config as core_config
 from abqa.core.errors import AbqaError
-from abqa.core.io import read_jsonl, write_json_atomic
 from abqa.core.machine import machine_info, package_versions
-from abqa.core.records import EVAL_FILENAME, META_FILENAME, STANDIN_WARNING, EvalRecord
+from abqa.core.records import STANDIN_WARNING
+from abqa.core.run import (ArmInfo, ClientInfo, DatasetInfo, EvalRecord, LanguagePart, MachineInfo, QaSettings,
+                           RunFolder, RunMeta, RunStatus, ServerInfo, SquadV2Settings, read_eval_records,
+                           write_eval_records)
+from abqa.core.run.document import record_line
 from abqa.core.squad import SquadDataset, SquadQuestion, resolve_squad_version, select_questions
 from abqa.core.xquad import describe_parts
 from abqa.client.arms import STATUS_FAILED, ReplayArm, ServedArm, utc_now
@@ -38,7 +40,8 @@ from abqa.client.triton import InferFailed, RetryPolicy, normalize_url
 log = logging.getLogger(__name__)
 
 ORDERS = ("random", "interleaved", "parallel")
-STATUS_RUNNING, STATUS_COMPLETE, STATUS_INTERRUPTED, STATUS_FAILED_RUN = "running", "complete", "interrupted", "failed"
+STATUS_RUNNING, STATUS_COMPLETE, STATUS_INTERRUPTED, STATUS_FAILED_RUN = (
+    RunStatus.RUNNING, RunStatus.COMPLETE, RunStatus.INTERRUPTED, RunStatus.FAILED)
 # Replayed records cost nothing to make: write them in blocks rather than one fsync each.
 _REPLAY_BLOCK = 500
 
@@ -77,7 +80,7 @@ class EvalOptions:
 @dataclass
 class EvalResult:
     out: Path
-    status: str
+    status: RunStatus
     summaries: list[ArmSummary]
     message: str = ""
     resume_command: str | None = None
@@ -164,30 +167,33 @@ def resume_command(options: EvalOptions) -> str:
     return shlex.join(["abqa", *options_to_argv(options)])
 
 
-def check_resumable(previous: dict, dataset: SquadDataset, options: EvalOptions) -> None:
+def check_resumable(previous: RunMeta | None, dataset: SquadDataset, options: EvalOptions) -> None:
     """A folder continues only the same evaluation: same data, same subset, same order."""
+    if previous is None:
+        return
     where = f"--out {options.out}"
-    old = previous.get("dataset", {})
-    if old.get("sha256") and old["sha256"] != dataset.sha256:
-        raise AbqaError(f"{where} holds a run on another data set ({old.get('path')}, sha256 {old['sha256'][:12]}) "
+    old = previous.dataset
+    if old is not None and old.sha256 and old.sha256 != dataset.sha256:
+        raise AbqaError(f"{where} holds a run on another data set ({old.path}, sha256 {old.sha256[:12]}) "
                         f"than this one ({dataset.path}, sha256 {dataset.sha256[:12]}); use another --out")
     for key, value in (("limit", options.limit), ("sample", options.sample)):
-        if key in old and old[key] != value:
-            raise AbqaError(f"{where} holds a run with --{key} {old[key]}, this one has --{key} {value}; "
+        before = getattr(old, key) if old is not None else value
+        if before != value:
+            raise AbqaError(f"{where} holds a run with --{key} {before}, this one has --{key} {value}; "
                             "use the same settings to resume, or another --out")
-    if options.sample is not None and old.get("seed") is not None and old["seed"] != options.seed:
-        raise AbqaError(f"{where} holds a run sampled with --seed {old['seed']}, this one has --seed {options.seed}; "
+    if options.sample is not None and old is not None and old.seed is not None and old.seed != options.seed:
+        raise AbqaError(f"{where} holds a run sampled with --seed {old.seed}, this one has --seed {options.seed}; "
                         "use the same seed to resume, or another --out")
-    if previous.get("order") and previous["order"] != options.order:
-        raise AbqaError(f"{where} holds a run in --order {previous['order']}, this one asks for {options.order}; "
+    if previous.order and previous.order != options.order:
+        raise AbqaError(f"{where} holds a run in --order {previous.order}, this one asks for {options.order}; "
                         "mixing orders in one run would bias the comparison: use the same order, or another --out")
     for name, path in options.replays:
-        arm = previous.get("arms", {}).get(name, {})
-        if arm.get("kind") == "served":
+        arm = previous.arms.get(name)
+        if arm is not None and arm.kind == "served":
             raise AbqaError(f"{where}: arm {name} was a served arm in this run; give the replay another name")
-    old_squad_v2 = (previous.get("qa") or {}).get("squad_v2") or {}
-    if dataset.version == "2.0" and old_squad_v2.get("null_threshold", options.null_threshold) != options.null_threshold:
-        raise AbqaError(f"{where} holds a run with --null-threshold {old_squad_v2['null_threshold']}, this one has "
+    old_v2 = previous.qa.squad_v2 if previous.qa is not None else None
+    if dataset.version == "2.0" and old_v2 is not None and old_v2.null_threshold != options.null_threshold:
+        raise AbqaError(f"{where} holds a run with --null-threshold {old_v2.null_threshold}, this one has "
                         f"{options.null_threshold}; use the same threshold to resume, or another --out")
 
 
@@ -208,21 +214,8 @@ def repair_torn_tail(path: Path) -> bool:
 
 
 def load_records(path: Path) -> list[EvalRecord]:
-    if not path.is_file():
-        return []
     repair_torn_tail(path)
-    return [EvalRecord.from_dict(record) for record in read_jsonl(path)]
-
-
-def rewrite_records(path: Path, records: list[EvalRecord]) -> None:
-    """Replace eval.jsonl atomically (only --retry-failed does this)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record.to_dict(), ensure_ascii=False) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    return read_eval_records(path)
 
 
 class StopSignals:
@@ -289,7 +282,7 @@ class RecordWriter:
         if not self.buffer:
             return
         with self.stop.critical():
-            text = "".join(json.dumps(record.to_dict(), ensure_ascii=False) + "\n" for record in self.buffer)
+            text = "".join(record_line(record) for record in self.buffer)
             self.handle.write(text)
             self.handle.flush()
             os.fsync(self.handle.fileno())
@@ -337,15 +330,16 @@ def run_evaluation(options: EvalOptions) -> EvalResult:
     questions = select_questions(dataset, limit=options.limit, sample=options.sample, seed=options.seed)
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
-    meta_path, eval_path = out / META_FILENAME, out / EVAL_FILENAME
-    previous = _read_previous_meta(meta_path)
+    folder = RunFolder(out)
+    meta_path, eval_path = folder.meta, folder.eval
+    previous = folder.read_meta()
     check_resumable(previous, dataset, options)
 
     existing = load_records(eval_path)
     if options.retry_failed and any(r.status == STATUS_FAILED for r in existing):
         kept = [r for r in existing if r.status != STATUS_FAILED]
         log.warning("--retry-failed: asking again for %d failed (id, arm) pair(s)", len(existing) - len(kept))
-        rewrite_records(eval_path, kept)
+        write_eval_records(eval_path, kept)
         existing = kept
     done = {(record.id, record.arm) for record in existing}
     if done:
@@ -387,7 +381,7 @@ def run_evaluation(options: EvalOptions) -> EvalResult:
             sampler = PeakSampler(server_info["pid"])
         meta = _build_meta(options, dataset, questions, previous, workers, replays, existing, server_info,
                            STATUS_RUNNING, sampler)
-        write_json_atomic(meta_path, meta)
+        meta.write(meta_path)
         _announce_arms(workers, replays)
 
         with StopSignals() as stop, sampler, RecordWriter(eval_path, stop) as writer:
@@ -411,7 +405,7 @@ def run_evaluation(options: EvalOptions) -> EvalResult:
         if meta_path.exists() or records:
             final = _build_meta(options, dataset, questions, previous, workers, replays, records, server_info,
                                 status, sampler, message)
-            write_json_atomic(meta_path, final)
+            final.write(meta_path)
     kinds = arm_kinds(options, workers)
     summaries = summarize(records, options.arm_names, kinds, {q.id for q in questions})
     resume = resume_command(options) if status != STATUS_COMPLETE else None
@@ -502,21 +496,12 @@ def _server_version(workers: dict[str, _Worker]) -> str | None:
         return None
 
 
-def _read_previous_meta(path: Path) -> dict:
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise AbqaError(f"{path}: not valid JSON ({exc.msg}); delete it to start this folder afresh") from None
-
-
-def _check_replay_files(previous: dict, replays: dict[str, ReplayArm], out: Path) -> None:
+def _check_replay_files(previous: RunMeta | None, replays: dict[str, ReplayArm], out: Path) -> None:
     for name, arm in replays.items():
-        old = previous.get("arms", {}).get(name, {})
-        if old.get("replay_sha256") and old["replay_sha256"] != arm.sha256:
+        old = previous.arms.get(name) if previous is not None else None
+        if old is not None and old.replay_sha256 and old.replay_sha256 != arm.sha256:
             raise AbqaError(f"--out {out}: arm {name} was replayed from a different file "
-                            f"(sha256 {old['replay_sha256'][:12]}, now {arm.sha256[:12]}); "
+                            f"(sha256 {old.replay_sha256[:12]}, now {arm.sha256[:12]}); "
                             "give it another name or use another --out")
 
 
@@ -537,63 +522,66 @@ def _announce_arms(workers: dict[str, _Worker], replays: dict[str, ReplayArm]) -
         log.info("arm %s: replay of %s (%d predictions)", name, replay.path, len(replay.predictions))
 
 
-def _build_meta(options: EvalOptions, dataset: SquadDataset, questions: list[SquadQuestion], previous: dict,
-                workers: dict[str, _Worker], replays: dict[str, ReplayArm], records: list[EvalRecord],
-                server_info: dict, status: str, sampler: PeakSampler, message: str = "") -> dict:
+def _build_meta(options: EvalOptions, dataset: SquadDataset, questions: list[SquadQuestion],
+                previous: RunMeta | None, workers: dict[str, _Worker], replays: dict[str, ReplayArm],
+                records: list[EvalRecord], server_info: dict, status: RunStatus, sampler: PeakSampler,
+                message: str = "") -> RunMeta:
     """meta.json: what was evaluated, with what, where, and how it ended (read by the analysis stage)."""
     question_ids = {q.id for q in questions}
     summaries = summarize(records, options.arm_names, question_ids=question_ids)   # only the failed counts
     by_arm = {summary.arm: summary for summary in summaries}
-    arms = dict(previous.get("arms", {}))
+    arms: dict[str, ArmInfo] = dict(previous.arms) if previous is not None else {}
     for name, worker in workers.items():
         arms[name] = worker.arm.provenance(failed=by_arm[name].failed)
     for name, replay in replays.items():
         missing = sum(1 for q in questions if q.id not in replay.predictions)
         arms[name] = replay.provenance(missing)
-    old_server = previous.get("server") or {}
-    server = dict(server_info)
-    server["peak_rss_mb"] = _max_or_none(sampler.peak_mb, server.get("peak_rss_mb"),
-                                         old_server.get("peak_rss_mb") if old_server.get("url") == server.get("url") else None)
-    old_client = (previous.get("client") or {}).get("peak_rss_mb")
-    return {
-        "name": Path(options.out).name,
-        "created_at": previous.get("created_at") or utc_now(),
-        "updated_at": utc_now(),
-        "sessions": int(previous.get("sessions", 0)) + 1,  # this session included
-        "dataset": {
-            "source": dataset.source, "path": dataset.path, "sha256": dataset.sha256, "version": dataset.version,
-            "questions": len(dataset), "evaluated_questions": len(questions),
-            "limit": options.limit, "sample": options.sample, "seed": options.seed,
+    server = ServerInfo(**server_info)
+    old_server = previous.server if previous is not None else None
+    server.peak_rss_mb = _max_or_none(sampler.peak_mb, server.peak_rss_mb,
+                                      old_server.peak_rss_mb if old_server and old_server.url == server.url else None)
+    if not options.arms:
+        server.kind = None
+    old_client = previous.client.peak_rss_mb if previous is not None and previous.client else None
+    return RunMeta(
+        name=Path(options.out).name,
+        created_at=previous.created_at if previous is not None else utc_now(),
+        updated_at=utc_now(),
+        sessions=(previous.sessions if previous is not None else 0) + 1,  # this session included
+        dataset=DatasetInfo(
+            source=dataset.source, path=dataset.path, sha256=dataset.sha256, version=dataset.version,
+            questions=len(dataset), evaluated_questions=len(questions),
+            limit=options.limit, sample=options.sample, seed=options.seed,
             # A multilingual run (--squad xquad.de,xquad.zh): each language's file and how many were evaluated.
-            **({"languages": describe_parts(dataset, questions)} if dataset.parts else {}),
-        },
-        "order": options.order,
-        "seed": options.seed,
-        "qa": {"max_seq_length": core_config.MAX_SEQ_LENGTH, "doc_stride": core_config.DOC_STRIDE,
-               "n_best": core_config.N_BEST, "max_answer_length": core_config.MAX_ANSWER_LENGTH,
-               "pad_multiple": core_config.PAD_MULTIPLE,
-               **({"squad_v2": squad_v2_meta(options)} if dataset.version == "2.0" else {})},
-        "arms": arms,
-        "server": server if options.arms else {**server, "kind": None},
-        "client": {"peak_rss_mb": _max_or_none(client_peak_rss_mb(), old_client)},
-        "versions": package_versions(),
-        "machine": machine_info(),
-        "status": status,
-        "message": message or None,
-        "resume_command": resume_command(options) if status != STATUS_COMPLETE else None,
-        "records": len(records),
-        "summary": {summary.arm: summary.to_dict() for summary in summaries},
-    }
+            languages=[LanguagePart(**part) for part in describe_parts(dataset, questions)] if dataset.parts else None,
+        ),
+        order=options.order,
+        seed=options.seed,
+        qa=QaSettings(max_seq_length=core_config.MAX_SEQ_LENGTH, doc_stride=core_config.DOC_STRIDE,
+                      n_best=core_config.N_BEST, max_answer_length=core_config.MAX_ANSWER_LENGTH,
+                      pad_multiple=core_config.PAD_MULTIPLE,
+                      squad_v2=squad_v2_meta(options) if dataset.version == "2.0" else None),
+        arms=arms,
+        server=server,
+        client=ClientInfo(peak_rss_mb=_max_or_none(client_peak_rss_mb(), old_client)),
+        versions=package_versions(),
+        machine=MachineInfo(**machine_info()),
+        status=status,
+        message=message or None,
+        resume_command=resume_command(options) if status != STATUS_COMPLETE else None,
+        records=len(records),
+        summary={summary.arm: summary for summary in summaries},
+    )
 
 
-def squad_v2_meta(options: EvalOptions) -> dict:
+def squad_v2_meta(options: EvalOptions) -> SquadV2Settings:
     """How a SQuAD v2.0 run decides "no answer" (meta.json qa.squad_v2)."""
-    return {
-        "null_threshold": options.null_threshold,
-        "rule": "served arms answer \"\" when null score - best span score > null_threshold; the null score is "
-                "start + end logit at [CLS], lowest over the windows; replayed answers are taken as given",
-        "na_prob_files": {name: str(path) for name, path in options.na_probs},
-    }
+    return SquadV2Settings(
+        null_threshold=options.null_threshold,
+        rule="served arms answer \"\" when null score - best span score > null_threshold; the null score is "
+             "start + end logit at [CLS], lowest over the windows; replayed answers are taken as given",
+        na_prob_files={name: str(path) for name, path in options.na_probs},
+    )
 
 
 def _max_or_none(*values: float | None) -> float | None:
@@ -607,10 +595,11 @@ def print_result(result: EvalResult, out=None) -> None:
     print(format_table(result.summaries), file=out)
     for column, by_group in result.breakdowns.items():  # per language (MLQA scoring), HasAns/NoAns (v2.0)
         print(format_group_table(column, by_group), file=out)
-    print(f"records: {result.out / EVAL_FILENAME}, metadata: {result.out / META_FILENAME}", file=out)
+    folder = RunFolder(result.out)
+    print(f"records: {folder.eval}, metadata: {folder.meta}", file=out)
     if result.status != STATUS_COMPLETE:
-        print(f"abqa evaluate: {result.status}: {result.message}. Everything answered so far is saved in "
-              f"{result.out / EVAL_FILENAME}; resume with:\n  {result.resume_command}", file=sys.stderr)
+        print(f"abqa evaluate: {result.status.value}: {result.message}. Everything answered so far is saved in "
+              f"{folder.eval}; resume with:\n  {result.resume_command}", file=sys.stderr)
     failed = sum(summary.failed for summary in result.summaries)
     if failed:
         print(f"abqa evaluate: {failed} (question, arm) pair(s) failed and score 0; re-run with --retry-failed "

@@ -2,32 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from typing import Iterable, Sequence
 
 import numpy as np
 
-from abqa.core.records import STANDIN_WARNING, EvalRecord
+from abqa.core.records import STANDIN_WARNING
+from abqa.core.run import ArmSummary, EvalRecord
 
 KIND_STANDIN = "stand-in"   # a served arm with untrained weights: its EM/F1 is printed but means nothing
-
-
-@dataclass(frozen=True)
-class ArmSummary:
-    arm: str
-    kind: str
-    questions: int          # records of this arm over the run's questions
-    ok: int
-    failed: int
-    missing: int
-    exact_match: float      # percent, over all the questions (failed and missing score 0)
-    f1: float               # percent
-    latency_p50_ms: float | None
-    latency_p95_ms: float | None
-    latency_mean_ms: float | None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def summarize(records: Iterable[EvalRecord], arms: Sequence[str], kinds: dict[str, str] | None = None,
@@ -48,8 +30,8 @@ def summarize(records: Iterable[EvalRecord], arms: Sequence[str], kinds: dict[st
             ok=sum(r.status == "ok" for r in arm_records),
             failed=sum(r.status == "failed" for r in arm_records),
             missing=sum(r.status == "missing" for r in arm_records),
-            exact_match=100.0 * sum(r.em for r in arm_records) / count if count else 0.0,
-            f1=100.0 * sum(r.f1 for r in arm_records) / count if count else 0.0,
+            exact_match=100.0 * sum(r.em or 0.0 for r in arm_records) / count if count else 0.0,
+            f1=100.0 * sum(r.f1 or 0.0 for r in arm_records) / count if count else 0.0,
             latency_p50_ms=float(np.percentile(latencies, 50)) if latencies.size else None,
             latency_p95_ms=float(np.percentile(latencies, 95)) if latencies.size else None,
             latency_mean_ms=float(latencies.mean()) if latencies.size else None,

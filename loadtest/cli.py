@@ -7,8 +7,7 @@ from datetime import datetime
 from pathlib import Path
 
 from abqa.core.config import DEFAULT_ARMS, DEFAULT_MODEL_REPOSITORY, DEFAULT_RUNS_DIR
-from abqa.core.tracking import add_mlflow_argument, track_stage
-from abqa.core.xquad import SquadArgAction
+from abqa.flags import add_load_arguments, add_mlflow_argument, add_squad_argument
 
 EXIT_FAILED, EXIT_INTERRUPTED = 1, 130
 
@@ -28,12 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     traffic = parser.add_argument_group("traffic")
     traffic.add_argument("--arms", default=",".join(DEFAULT_ARMS), metavar="A,B", help="default: %(default)s")
-    traffic.add_argument("--users", default="1,2,4", metavar="N,N,...",
-                         help="concurrency steps: simultaneous users, one Locust run each (default: %(default)s)")
-    traffic.add_argument("--duration", default="30s", help="per step: 30s, 1m30s, 90 (default: %(default)s)")
-    traffic.add_argument("--mode", choices=("split", "parallel"), default="split",
-                         help="split: each request to one arm drawn by --weights; parallel: each request to every "
-                         "arm at once (default: %(default)s)")
+    add_load_arguments(traffic, users="1,2,4", duration="30s")
     traffic.add_argument("--weights", default="", metavar="50:50",
                          help="split weights in --arms order (50:50) or by name (bert=3,distilbert=1); default equal")
     server = parser.add_argument_group("server")
@@ -53,9 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     data = parser.add_argument_group("requests")
     data.add_argument("--model-repository", type=Path, default=DEFAULT_MODEL_REPOSITORY,
                       help="where each arm's tokenizer/ and abqa-metadata.json are (default: %(default)s)")
-    data.add_argument("--squad", default=None, metavar="PATH|shared|builtin|xquad.LANG,...", action=SquadArgAction,
-                      help="SQuAD JSON the requests come from (default: the shared dev set, else the built-in sample); "
-                      "xquad.de,xquad.zh,... (comma list or --squad repeated) draws them from those languages")
+    add_squad_argument(data, help_default="the shared dev set, else the built-in sample (the requests come from it)")
     data.add_argument("--pool-size", type=int, default=DEFAULT_POOL_SIZE,
                       help="windows in the request pool (default: %(default)s)")
     data.add_argument("--seed", type=int, default=0, help="which questions go in the pool (default: %(default)s)")
@@ -102,6 +94,7 @@ def build_options(args: argparse.Namespace, url: str | None = None, metrics_url:
 def run_command(args: argparse.Namespace) -> int:
     import contextlib
 
+    from abqa.integrations.mlflow_tracking import track_stage
     from abqa.loadtest import results
     from abqa.loadtest.runner import run_loadtest
 
@@ -121,17 +114,17 @@ def run_command(args: argparse.Namespace) -> int:
             print(f"abqa loadtest: interrupted; the steps finished so far are in {options.out}")
             return EXIT_INTERRUPTED
     print()
-    print(results.format_table(result.rows, result.document.get("standin")))
+    print(results.format_table(result.rows, result.document.standin))
     for line in results.scaling_summary(result.rows):
         print(line)
-    totals = result.document["totals"]
-    print(f"\n{totals['requests']} requests, {totals['failures']} failed; "
+    totals = result.document.totals
+    print(f"\n{totals.requests} requests, {totals.failures} failed; "
           f"wrote {options.out / 'load.json'}, {options.out / 'load.csv'} and {options.out / 'locust'}/")
     if result.exit_code:
         problems = [f"{step.users} user(s): {step.error}" for step in result.steps if step.error]
         for problem in problems:
             print(f"abqa loadtest: step {problem}")
-        if totals["failures"] or not totals["requests"]:
+        if totals.failures or not totals.requests:
             print("abqa loadtest: some requests failed (messages in load.json rows[].failure_messages)")
         return track_stage(args.mlflow, options.out, "loadtest", EXIT_FAILED)
     return track_stage(args.mlflow, options.out, "loadtest", 0)

@@ -12,11 +12,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-from abqa.core.records import LOAD_CSV_FILENAME, LOAD_JSON_FILENAME, LoadRow
+from abqa.core.run import LatencyPercentiles, LoadDocument, LoadRow, RunFolder, ServerStepView
 
 AGGREGATED = "Aggregated"
 # load.json latency_ms key -> Locust stats CSV column.
@@ -88,8 +87,8 @@ def load_row(arm: str, users: int, stats: Mapping[str, str] | None, failures: Ma
         requests=requests,
         failures=failed,
         requests_per_s=round(rate, 3) if rate is not None else 0.0,
-        latency_ms=latency,
-        server=dict(server or {}),
+        latency_ms=LatencyPercentiles(**latency),
+        server=ServerStepView(**(server or {})),
         failure_messages=dict(failures or {}),
     )
 
@@ -97,40 +96,6 @@ def load_row(arm: str, users: int, stats: Mapping[str, str] | None, failures: Ma
 def rows_for_step(arms: Sequence[str], users: int, stats: Mapping[str, Mapping[str, str]],
                   failures: Mapping[str, Mapping[str, int]], servers: Mapping[str, Mapping[str, Any]]) -> list[LoadRow]:
     return [load_row(arm, users, stats.get(arm), failures.get(arm), servers.get(arm)) for arm in arms]
-
-
-@dataclass
-class StepRecord:
-    """How one Locust step went (load.json "steps"): its folder, exit code, and anything that went wrong."""
-
-    users: int
-    locust_dir: str
-    exit_code: int | None = None
-    wall_s: float | None = None
-    timed_out: bool = False
-    error: str | None = None
-    exceptions: dict[str, int] = field(default_factory=dict)
-    server_errors: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None and not self.timed_out and not self.exceptions
-
-
-def load_document(header: Mapping[str, Any], rows: Iterable[LoadRow], steps: Iterable[StepRecord]) -> dict[str, Any]:
-    """load.json: the run's settings (header), the rows, and how each step went."""
-    from dataclasses import asdict
-
-    rows = list(rows)
-    return {
-        **header,
-        "rows": [row.to_dict() for row in rows],
-        "steps": [asdict(step) for step in steps],
-        "totals": {
-            "requests": sum(row.requests for row in rows),
-            "failures": sum(row.failures for row in rows),
-        },
-    }
 
 
 def csv_record(row: LoadRow) -> dict[str, Any]:
@@ -143,10 +108,10 @@ def csv_record(row: LoadRow) -> dict[str, Any]:
         "requests_per_s": row.requests_per_s,
     }
     for key in LATENCY_COLUMNS:
-        record[f"{key}_ms"] = row.latency_ms.get(key)
+        record[f"{key}_ms"] = getattr(row.latency_ms, key)
     for key in CSV_SERVER_FIELDS:
-        record[f"server_{key}"] = row.server.get(key)
-    sizes = row.server.get("batch_sizes")
+        record[f"server_{key}"] = getattr(row.server, key)
+    sizes = row.server.batch_sizes
     record["server_batch_sizes"] = " ".join(f"{size}:{count}" for size, count in sizes.items()) if sizes else None
     record["failure_messages"] = json.dumps(row.failure_messages, ensure_ascii=False) if row.failure_messages else None
     return record
@@ -155,7 +120,7 @@ def csv_record(row: LoadRow) -> dict[str, Any]:
 def write_load_csv(path: str | Path, rows: Sequence[LoadRow]) -> Path:
     path = Path(path)
     records = [csv_record(row) for row in rows]
-    columns = list(csv_record(LoadRow("", 0, 0, 0, 0.0, {})).keys())
+    columns = list(csv_record(LoadRow(arm="", users=0, requests=0, failures=0, requests_per_s=0.0)).keys())
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", encoding="utf-8", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
@@ -166,11 +131,9 @@ def write_load_csv(path: str | Path, rows: Sequence[LoadRow]) -> Path:
     return path
 
 
-def write_outputs(out_dir: str | Path, document: Mapping[str, Any], rows: Sequence[LoadRow]) -> tuple[Path, Path]:
-    from abqa.core.io import write_json_atomic
-
-    out_dir = Path(out_dir)
-    return write_json_atomic(out_dir / LOAD_JSON_FILENAME, document), write_load_csv(out_dir / LOAD_CSV_FILENAME, rows)
+def write_outputs(out_dir: str | Path, document: LoadDocument) -> tuple[Path, Path]:
+    folder = RunFolder(Path(out_dir))
+    return document.write(folder.load), write_load_csv(folder.load_csv, document.rows)
 
 
 # --- the table at the end --------------------------------------------------------------------------------------------
@@ -192,10 +155,10 @@ def format_table(rows: Sequence[LoadRow], standin: Mapping[str, bool | None] | N
     for row in rows:
         name = f"{row.arm} (stand-in)" if standin and standin.get(row.arm) else row.arm
         lines.append((
-            name, str(row.users), _fmt(row.requests_per_s, 2), _fmt(row.latency_ms.get("p50")),
-            _fmt(row.latency_ms.get("p95")), _fmt(row.latency_ms.get("p99")), str(row.requests), str(row.failures),
-            _fmt(row.server.get("mean_batch_size"), 2), _fmt(row.server.get("queue_us_per_request"), 0),
-            _fmt(row.server.get("compute_infer_us_per_request"), 0),
+            name, str(row.users), _fmt(row.requests_per_s, 2), _fmt(row.latency_ms.p50),
+            _fmt(row.latency_ms.p95), _fmt(row.latency_ms.p99), str(row.requests), str(row.failures),
+            _fmt(row.server.mean_batch_size, 2), _fmt(row.server.queue_us_per_request, 0),
+            _fmt(row.server.compute_infer_us_per_request, 0),
         ))
     widths = [max(len(line[i]) for line in lines) for i in range(len(headers))]
     rendered = ["  ".join(cell.ljust(width) if i == 0 else cell.rjust(width) for i, (cell, width) in enumerate(zip(line, widths)))
@@ -213,7 +176,7 @@ def scaling_summary(rows: Sequence[LoadRow]) -> list[str]:
             continue
         first, last = steps[0], steps[-1]
         gain = last.requests_per_s / first.requests_per_s
-        batch_first, batch_last = first.server.get("mean_batch_size"), last.server.get("mean_batch_size")
+        batch_first, batch_last = first.server.mean_batch_size, last.server.mean_batch_size
         batching = (f"; mean batch {batch_first:.2f} -> {batch_last:.2f}"
                     if batch_first is not None and batch_last is not None else "")
         verdict = "raised" if gain > 1.05 else "did not raise"

@@ -22,10 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from abqa.core.config import DEFAULT_MODEL_REPOSITORY
-from abqa.core.records import LoadRow
+from abqa.core.run import LoadDocument, LoadRow, MachineInfo, PoolDataset, RunFolder, StepRecord
 from abqa.loadtest import results
-from abqa.loadtest.pool import DEFAULT_POOL_SIZE, DEFAULT_SEED, POOL_FILENAME, build_pool, read_standin_flags
-from abqa.loadtest.results import StepRecord
+from abqa.loadtest.pool import DEFAULT_POOL_SIZE, DEFAULT_SEED, build_pool, read_standin_flags
 from abqa.loadtest.server_metrics import server_view, take_snapshot
 from abqa.loadtest.traffic import TrafficPlan, locust_run_time
 
@@ -63,9 +62,15 @@ class LoadTestOptions:
 
 @dataclass
 class LoadTestResult:
-    document: dict[str, Any]
-    rows: list[LoadRow]
-    steps: list[StepRecord]
+    document: LoadDocument
+
+    @property
+    def rows(self) -> list[LoadRow]:
+        return self.document.rows
+
+    @property
+    def steps(self) -> list[StepRecord]:
+        return self.document.steps
 
     @property
     def exit_code(self) -> int:
@@ -75,7 +80,7 @@ class LoadTestResult:
 
 
 def step_dir(out: Path, users: int) -> Path:
-    return out / "locust" / f"users-{users}"
+    return RunFolder(out).locust / f"users-{users}"
 
 
 def locust_command(options: LoadTestOptions, users: int, directory: Path, pool_file: Path) -> list[str]:
@@ -193,15 +198,15 @@ def run_loadtest(options: LoadTestOptions, *, echo=print) -> LoadTestResult:
     from abqa.core.machine import machine_info
     from abqa.loadtest.kserve import KServeClient
 
-    out = Path(options.out)
-    out.mkdir(parents=True, exist_ok=True)
+    folder = RunFolder(Path(options.out))
+    folder.path.mkdir(parents=True, exist_ok=True)
     started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     plan = options.plan
     client = KServeClient(options.url, options.protocol, timeout_s=10)
     try:
         pool = build_pool(plan.arms, options.model_repository, squad=options.squad, size=options.pool_size,
                           seed=options.seed, fetch_metadata=client.model_metadata)
-        pool_file = pool.save(out / POOL_FILENAME)
+        pool_file = pool.save(folder.pool)
         echo(f"request pool: {len(pool)} windows of {pool.dataset.get('questions')} questions "
              f"({pool.dataset.get('source')}: {pool.dataset.get('path')}) -> {pool_file}")
         header = {
@@ -215,8 +220,8 @@ def run_loadtest(options: LoadTestOptions, *, echo=print) -> LoadTestResult:
             "metrics_url": options.metrics_url,
             "started_at": started_at,
             "standin": read_standin_flags(options.model_repository, plan.arms),
-            "dataset": pool.describe(),
-            "machine": machine_info(),
+            "dataset": PoolDataset(**pool.describe()),
+            "machine": MachineInfo(**machine_info()),
         }
         rows: list[LoadRow] = []
         steps: list[StepRecord] = []
@@ -226,16 +231,16 @@ def run_loadtest(options: LoadTestOptions, *, echo=print) -> LoadTestResult:
             rows += step_rows
             steps.append(record)
             _echo_step(echo, step_rows, record)
-            document = results.load_document({**header, "finished_at": _now()}, rows, steps)
-            results.write_outputs(out, document, rows)
+            document = LoadDocument.build({**header, "finished_at": _now()}, rows, steps)
+            results.write_outputs(folder.path, document)
     finally:
         client.close()
-    return LoadTestResult(document, rows, steps)
+    return LoadTestResult(document)
 
 
 def _echo_step(echo, rows: list[LoadRow], record: StepRecord) -> None:
     for row in rows:
-        p95 = row.latency_ms.get("p95")
+        p95 = row.latency_ms.p95
         echo(f"  {row.arm}: {row.requests} requests, {row.failures} failed, {row.requests_per_s:.2f} req/s, "
              f"p95 {'-' if p95 is None else f'{p95:g}'} ms")
         for message, count in list(row.failure_messages.items())[:3]:

@@ -94,7 +94,7 @@ class TritonBackend:
 
     def arm_info(self, arm: str) -> dict:
         """The arm's provenance (export metadata, Triton tensors) as the evaluate stage records it."""
-        return self._arm(arm).provenance()
+        return self._arm(arm).provenance().to_dict()
 
     def _forget(self, arm: str) -> None:
         # The server went away: reconnect on the next request instead of reusing a dead connection.

@@ -4,9 +4,10 @@ Every logged answer (primary and shadow) becomes one eval.jsonl record keyed by 
 that answered the same request (shadow mode) pair up in the report's tests, and each arm's latency is the
 arm's own end to end time as the router measured it. A request that carried a SQuAD id is scored with the
 official metric against the data set (`--squad`, default as `abqa evaluate`); a request without one (or with
-an id the data set does not have) keeps its latency but has no accuracy: status "unscored", em/f1 null.
+an id the data set does not have) keeps its latency but has no accuracy: status "unscored", em/f1 null, which the
+report counts apart (latency yes, accuracy no).
 Failed answers are status "failed" (em/f1 0, no latency), as `abqa evaluate` writes them.
-Extra keys beside EvalRecord's (role, assignment, squad_id, score) are ignored by readers that do not know them.
+Each record's `routed` says where the answer came from (role, assignment, the SQuAD id it carried, its span score).
 """
 
 from __future__ import annotations
@@ -18,16 +19,13 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from abqa.core.errors import AbqaError
-from abqa.core.io import write_json_atomic, write_text_atomic
 from abqa.core.metrics import score_answer
-from abqa.core.records import EVAL_FILENAME, META_FILENAME, EvalRecord
+from abqa.core.run import (ArmInfo, ArmKind, DatasetInfo, EvalRecord, EvalStatus, RoutedInfo, RouterInfo,
+                           RouterRecordCounts, RunFolder, RunKind, RunMeta, RunStatus, ServerInfo, write_eval_records)
 from abqa.router.requestlog import (STATUS_OK, LogEntry, experiments, latest_session, make_engine, read_entries,
                                     redact_url)
 
 log = logging.getLogger(__name__)
-
-STATUS_UNSCORED = "unscored"
-
 
 @dataclass(frozen=True)
 class ExportResult:
@@ -40,26 +38,24 @@ class ExportResult:
     unknown_squad_ids: int
 
 
-def entry_to_record(entry: LogEntry, references: Mapping[str, Sequence[str]] | None) -> dict:
-    """One eval.jsonl line (a dict: EvalRecord's fields, plus where the answer came from in the router)."""
+def entry_to_record(entry: LogEntry, references: Mapping[str, Sequence[str]] | None) -> EvalRecord:
+    """One eval.jsonl record, with where the answer came from in the router (`routed`)."""
     started_at = entry.received_at.astimezone(timezone.utc).isoformat(timespec="milliseconds")
     answers = references.get(entry.squad_id) if (references is not None and entry.squad_id) else None
+    common = dict(id=entry.request_id, arm=entry.arm, windows=entry.windows, tokens=entry.tokens,
+                  started_at=started_at, routed=RoutedInfo(role=entry.role, assignment=entry.assignment,
+                                                           squad_id=entry.squad_id, span_score=entry.score))
     if entry.status != STATUS_OK:
-        record = EvalRecord(entry.request_id, entry.arm, None, 0.0, 0.0, None, entry.windows, entry.tokens,
-                            started_at, "failed", entry.error)
-        data = record.to_dict()
-    elif answers:
+        return EvalRecord(**common, prediction=None, em=0.0, f1=0.0, latency_ms=None, status=EvalStatus.FAILED,
+                          error=entry.error)
+    if answers:
         score = score_answer(entry.answer or "", answers)
-        data = EvalRecord(entry.request_id, entry.arm, entry.answer, score.em, score.f1, entry.latency_ms,
-                          entry.windows, entry.tokens, started_at).to_dict()
-    else:
-        data = EvalRecord(entry.request_id, entry.arm, entry.answer, None, None, entry.latency_ms,  # type: ignore[arg-type]
-                          entry.windows, entry.tokens, started_at, STATUS_UNSCORED).to_dict()
-    data.update(role=entry.role, assignment=entry.assignment, squad_id=entry.squad_id, score=entry.score)
-    return data
+        return EvalRecord(**common, prediction=entry.answer, em=score.em, f1=score.f1, latency_ms=entry.latency_ms)
+    return EvalRecord(**common, prediction=entry.answer, em=None, f1=None, latency_ms=entry.latency_ms,
+                      status=EvalStatus.UNSCORED)
 
 
-def log_to_records(entries: Iterable[LogEntry], references: Mapping[str, Sequence[str]] | None) -> list[dict]:
+def log_to_records(entries: Iterable[LogEntry], references: Mapping[str, Sequence[str]] | None) -> list[EvalRecord]:
     return [entry_to_record(entry, references) for entry in entries]
 
 
@@ -109,66 +105,52 @@ def export_log(db_url: str, out: str | Path, *, experiment: str | None = None, s
     if unknown:
         log.warning("%d SQuAD id(s) in the log are not in %s (e.g. %s): those answers are unscored",
                     len(unknown), dataset.path, ", ".join(unknown[:3]))
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / EVAL_FILENAME, "".join(_json_line(record) for record in records))
+    folder = RunFolder(Path(out))
+    folder.path.mkdir(parents=True, exist_ok=True)
+    write_eval_records(folder.eval, records)
     meta = build_meta(name, entries, records, session, db, dataset, package_versions())
-    write_json_atomic(out / META_FILENAME, meta)
-    counts = meta["router"]["records"]
-    return ExportResult(out, name, len(records), counts["scored"], counts["unscored"], counts["failed"], len(unknown))
+    meta.write(folder.meta)
+    counts = meta.router.records
+    return ExportResult(folder.path, name, len(records), counts.scored, counts.unscored, counts.failed, len(unknown))
 
 
-def build_meta(experiment: str, entries: list[LogEntry], records: list[dict], session: dict, db: str,
-               dataset, versions: dict) -> dict:
-    """meta.json of an exported log, in the shape `abqa evaluate` writes (what the report reads) plus `router`."""
+def build_meta(experiment: str, entries: list[LogEntry], records: list[EvalRecord], session: dict, db: str,
+               dataset, versions: dict) -> RunMeta:
+    """meta.json of an exported log: a run of kind router-log, answers paired by request id."""
     policy = session.get("policy") or {}
     arms_seen = list(dict.fromkeys([*(policy.get("arms") or []), *(entry.arm for entry in entries)]))
     provenance = session.get("arms") or {}
-    arms = {}
-    for arm in arms_seen:
-        info = dict(provenance.get(arm) or {})
-        info.setdefault("kind", "served")
-        info.setdefault("standin", None)
-        info["routed"] = True
-        arms[arm] = info
+    arms = {arm: ArmInfo.model_validate({"kind": ArmKind.SERVED, **(provenance.get(arm) or {}), "routed": True})
+            for arm in arms_seen}
     backend = session.get("backend") or {}
-    return {
-        "name": experiment,
-        "kind": "router-log",
-        "created_at": min(entry.received_at for entry in entries).isoformat(timespec="milliseconds"),
-        "updated_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
-        "status": "complete",
-        "dataset": None if dataset is None else {
-            "source": dataset.source, "path": dataset.path, "sha256": dataset.sha256, "version": dataset.version,
-            "questions": len(dataset),
-            "evaluated_questions": len({e.squad_id for e in entries if e.squad_id} & set(dataset.ids())),
-        },
-        "order": f"router-{policy.get('mode', 'unknown')}",
-        "seed": None,
-        "arms": arms,
-        "server": {"kind": "triton", "url": backend.get("url"), "protocol": backend.get("protocol"), "pid": None,
-                   "peak_rss_mb": None},
-        "versions": versions,
-        "router": {
-            "db": db, "experiment": experiment, "policy": policy or None, "limits": session.get("limits"),
-            "entries": len(entries),
-            "first": min(e.received_at for e in entries).isoformat(timespec="milliseconds"),
-            "last": max(e.received_at for e in entries).isoformat(timespec="milliseconds"),
-            "records": {
-                "scored": sum(1 for r in records if r["status"] == STATUS_OK),
-                "unscored": sum(1 for r in records if r["status"] == STATUS_UNSCORED),
-                "failed": sum(1 for r in records if r["status"] == "failed"),
-                "shadow": sum(1 for r in records if r["role"] == "shadow"),
-            },
-        },
-        "records": len(records),
-    }
-
-
-def _json_line(record: dict) -> str:
-    import json
-
-    return json.dumps(record, ensure_ascii=False) + "\n"
+    first = min(entry.received_at for entry in entries).isoformat(timespec="milliseconds")
+    return RunMeta(
+        name=experiment,
+        kind=RunKind.ROUTER_LOG,
+        created_at=first,
+        updated_at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        status=RunStatus.COMPLETE,
+        dataset=None if dataset is None else DatasetInfo(
+            source=dataset.source, path=dataset.path, sha256=dataset.sha256, version=dataset.version,
+            questions=len(dataset),
+            evaluated_questions=len({e.squad_id for e in entries if e.squad_id} & set(dataset.ids()))),
+        order=f"router-{policy.get('mode', 'unknown')}",
+        seed=None,
+        arms=arms,
+        server=ServerInfo(kind="triton", url=backend.get("url"), protocol=backend.get("protocol")),
+        versions=versions,
+        router=RouterInfo(
+            db=db, experiment=experiment, policy=policy or None, limits=session.get("limits"),
+            entries=len(entries), first=first,
+            last=max(e.received_at for e in entries).isoformat(timespec="milliseconds"),
+            records=RouterRecordCounts(
+                scored=sum(1 for r in records if r.status is EvalStatus.OK),
+                unscored=sum(1 for r in records if r.status is EvalStatus.UNSCORED),
+                failed=sum(1 for r in records if r.status is EvalStatus.FAILED),
+                shadow=sum(1 for r in records if r.routed is not None and r.routed.role == "shadow")),
+        ),
+        records=len(records),
+    )
 
 
 def _check_sqlite_exists(db_url: str) -> None:

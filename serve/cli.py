@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from abqa.core.config import DEFAULT_HOST, DEFAULT_MODEL_REPOSITORY, GRPC_PORT, HTTP_PORT, METRICS_PORT, split_csv
+from abqa.flags import add_threads_argument
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,9 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--http-port", type=int, default=HTTP_PORT, help="default: %(default)s")
     parser.add_argument("--grpc-port", type=int, default=GRPC_PORT, help="default: %(default)s")
     parser.add_argument("--metrics-port", type=int, default=METRICS_PORT, help="default: %(default)s")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="ONNX Runtime intra-op threads per session (default: config.pbtxt's intra_op_thread_count, "
-                        "else cores / (arms x instances))")
+    add_threads_argument(parser)
     parser.add_argument("--instances", type=int, default=None,
                         help="instances (ONNX Runtime sessions) per model (default: config.pbtxt's instance_group count)")
     parser.add_argument("--ready-timeout", type=float, default=180.0, metavar="SECONDS",

@@ -37,7 +37,7 @@ from abqa.client.triton import (
 )
 from abqa.core.errors import AbqaError
 from abqa.core.io import read_jsonl
-from abqa.core.records import EvalRecord
+from abqa.core.run import EvalRecord, write_eval_records
 from abqa.core.squad import SquadAnswer, SquadQuestion, load_builtin_sample
 
 SAMPLE_IDS = load_builtin_sample().ids()
@@ -192,8 +192,9 @@ def test_retry_failed_asks_again_and_keeps_each_pair_once(tmp_path):
     options = EvalOptions(out=out, squad="builtin", limit=4, replays=[("a", predictions)])
     run_evaluation(options)
     records = load_records(out / "eval.jsonl")
-    records[1].status, records[1].prediction, records[1].em, records[1].f1 = "failed", None, 0.0, 0.0
-    (out / "eval.jsonl").write_text("".join(json.dumps(r.to_dict()) + "\n" for r in records), encoding="utf-8")
+    records[1] = EvalRecord.model_validate({**records[1].to_dict(), "status": "failed", "prediction": None,
+                                            "em": 0.0, "f1": 0.0})
+    write_eval_records(out / "eval.jsonl", records)
     run_evaluation(options)
     assert [r["status"] for r in records_of(out)].count("failed") == 1  # failed pairs count as done by default
     options.retry_failed = True
@@ -413,11 +414,11 @@ def test_a_signal_during_a_write_waits_for_the_write():
 
 def test_summary_and_table():
     records = [
-        EvalRecord("q1", "a", "x", 1.0, 1.0, 10.0, 1, 50, "t"),
-        EvalRecord("q2", "a", "y", 0.0, 0.5, 30.0, 1, 50, "t"),
-        EvalRecord("q3", "a", None, 0.0, 0.0, None, None, None, "t", status="failed", error="e"),
-        EvalRecord("q1", "b", None, 0.0, 0.0, None, None, None, "t", status="missing"),
-        EvalRecord("other", "a", "z", 1.0, 1.0, 99.0, 1, 1, "t"),
+        EvalRecord(id="q1", arm="a", prediction="x", em=1.0, f1=1.0, latency_ms=10.0, windows=1, tokens=50, started_at="t"),
+        EvalRecord(id="q2", arm="a", prediction="y", em=0.0, f1=0.5, latency_ms=30.0, windows=1, tokens=50, started_at="t"),
+        EvalRecord(id="q3", arm="a", prediction=None, em=0.0, f1=0.0, latency_ms=None, windows=None, tokens=None, started_at="t", status="failed", error="e"),
+        EvalRecord(id="q1", arm="b", prediction=None, em=0.0, f1=0.0, latency_ms=None, windows=None, tokens=None, started_at="t", status="missing"),
+        EvalRecord(id="other", arm="a", prediction="z", em=1.0, f1=1.0, latency_ms=99.0, windows=1, tokens=1, started_at="t"),
     ]
     (a, b) = summarize(records, ["a", "b"], {"a": "served", "b": "replay"}, {"q1", "q2", "q3"})
     assert (a.questions, a.ok, a.failed, b.missing) == (3, 2, 1, 1)
@@ -428,8 +429,8 @@ def test_summary_and_table():
 
 
 def test_tables_say_which_arms_are_stand_ins():
-    records = [EvalRecord("q1", "tiny", "x", 1.0, 1.0, 10.0, 1, 50, "t"),
-               EvalRecord("q1", "real", "x", 0.0, 0.5, None, None, None, "t")]
+    records = [EvalRecord(id="q1", arm="tiny", prediction="x", em=1.0, f1=1.0, latency_ms=10.0, windows=1, tokens=50, started_at="t"),
+               EvalRecord(id="q1", arm="real", prediction="x", em=0.0, f1=0.5, latency_ms=None, windows=None, tokens=None, started_at="t")]
     kinds = {"tiny": KIND_STANDIN, "real": "replay"}
     summaries = summarize(records, ["tiny", "real"], kinds)
     lines = format_table(summaries).splitlines()

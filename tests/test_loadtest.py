@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from abqa.core.errors import AbqaError
-from abqa.core.records import LoadRow
+from abqa.core.run import LoadDocument, LoadRow, StepRecord
+import run_builders
 from abqa.loadtest import results, traffic
 from abqa.loadtest.kserve import split_url
 from abqa.loadtest.pool import ArmTensors, PoolItem, RequestPool, build_items, build_pool
@@ -225,10 +226,10 @@ def test_rows_from_locust_csvs():
     rows = results.rows_for_step(["distilbert", "bert", "idle"], 2, stats, failures, {"bert": {"request_count": 493}})
     distilbert, bert, idle = rows
     assert (bert.requests, bert.failures, bert.requests_per_s) == (493, 0, 123.19)
-    assert bert.latency_ms == {"p50": 8.0, "p90": 10.0, "p95": 11.0, "p99": 13.0, "mean": 8.04, "max": 15.45}
-    assert bert.server == {"request_count": 493}
+    assert bert.latency_ms.to_dict() == {"p50": 8.0, "p90": 10.0, "p95": 11.0, "p99": 13.0, "mean": 8.04, "max": 15.45}
+    assert bert.server.request_count == 493 and bert.server.queue_us is None
     # every request failed: no answer latency, the messages with their counts
-    assert distilbert.failures == 20 and all(value is None for value in distilbert.latency_ms.values())
+    assert distilbert.failures == 20 and all(value is None for value in distilbert.latency_ms.to_dict().values())
     assert distilbert.failure_messages == {"ConnectionRefusedError(111, 'Connection refused')": 18,
                                            "InferenceServerException('[400] bad input')": 2}
     # an arm Locust never reported is a row of zeros, not a missing row
@@ -237,17 +238,19 @@ def test_rows_from_locust_csvs():
 
 def test_load_document_and_csv(tmp_path):
     rows = [
-        LoadRow("bert", 1, 100, 0, 20.5, {"p50": 40.0, "p90": 50.0, "p95": 55.0, "p99": 70.0, "mean": 41.2, "max": 80.0},
-                {"request_count": 100, "queue_us_per_request": 30.0, "mean_batch_size": 1.0, "batch_sizes": {"1": 100}}),
-        LoadRow("bert", 2, 180, 2, 36.0, {"p50": 50.0, "p90": 60.0, "p95": 65.0, "p99": 90.0, "mean": 52.0, "max": 99.0},
-                {"request_count": 178, "mean_batch_size": 1.5, "batch_sizes": {"1": 60, "2": 59}},
-                {"ConnectionResetError(104)": 2}),
+        LoadRow(arm="bert", users=1, requests=100, failures=0, requests_per_s=20.5,
+                latency_ms={"p50": 40.0, "p90": 50.0, "p95": 55.0, "p99": 70.0, "mean": 41.2, "max": 80.0},
+                server={"request_count": 100, "queue_us_per_request": 30.0, "mean_batch_size": 1.0,
+                        "batch_sizes": {"1": 100}}),
+        LoadRow(arm="bert", users=2, requests=180, failures=2, requests_per_s=36.0,
+                latency_ms={"p50": 50.0, "p90": 60.0, "p95": 65.0, "p99": 90.0, "mean": 52.0, "max": 99.0},
+                server={"request_count": 178, "mean_batch_size": 1.5, "batch_sizes": {"1": 60, "2": 59}},
+                failure_messages={"ConnectionResetError(104)": 2}),
     ]
-    steps = [results.StepRecord(1, "locust/users-1", 0), results.StepRecord(2, "locust/users-2", 1)]
-    document = results.load_document({"arms": ["bert"], "users": [1, 2]}, rows, steps)
-    json_path, csv_path = results.write_outputs(tmp_path, document, rows)
+    document = run_builders.load_document(rows)
+    json_path, csv_path = results.write_outputs(tmp_path, document)
     loaded = json.loads(json_path.read_text())
-    assert [LoadRow.from_dict(row) for row in loaded["rows"]] == rows
+    assert LoadDocument.read(json_path).rows == rows
     assert loaded["totals"] == {"requests": 280, "failures": 2}
     assert loaded["steps"][1]["locust_dir"] == "locust/users-2"
     table = list(csv.DictReader(io.StringIO(csv_path.read_text())))
@@ -260,8 +263,8 @@ def test_load_document_and_csv(tmp_path):
 
 def test_table_and_scaling_summary():
     def row(users, rate, batch):
-        return LoadRow("bert", users, 100 * users, 0, rate, {"p50": 10.0, "p95": 20.0, "p99": 30.0},
-                       {"mean_batch_size": batch})
+        return LoadRow(arm="bert", users=users, requests=100 * users, failures=0, requests_per_s=rate,
+                       latency_ms={"p50": 10.0, "p95": 20.0, "p99": 30.0}, server={"mean_batch_size": batch})
     rows = [row(1, 10.0, 1.0), row(4, 25.0, 2.5)]
     table = results.format_table(rows, {"bert": True})
     lines = table.splitlines()
@@ -275,14 +278,19 @@ def test_table_and_scaling_summary():
 def test_exit_code_is_nonzero_when_anything_failed():
     from abqa.loadtest.runner import LoadTestResult
 
-    good = LoadRow("bert", 1, 10, 0, 1.0, {})
-    bad = LoadRow("bert", 2, 10, 1, 1.0, {})
-    ok_step = results.StepRecord(1, "d")
-    assert LoadTestResult({}, [good], [ok_step]).exit_code == 0
-    assert LoadTestResult({}, [good, bad], [ok_step]).exit_code == 1
-    assert LoadTestResult({}, [LoadRow("bert", 1, 0, 0, 0.0, {})], [ok_step]).exit_code == 1  # nothing was sent
-    assert LoadTestResult({}, [good], [results.StepRecord(1, "d", timed_out=True)]).exit_code == 1
-    assert LoadTestResult({}, [good], [results.StepRecord(1, "d", exceptions={"KeyError": 1})]).exit_code == 1
+    def result(rows: list[LoadRow], step: StepRecord) -> LoadTestResult:
+        document = run_builders.load_document(rows)
+        return LoadTestResult(document.model_copy(update={"steps": [step]}))
+
+    good = LoadRow(arm="bert", users=1, requests=10, failures=0, requests_per_s=1.0)
+    bad = LoadRow(arm="bert", users=2, requests=10, failures=1, requests_per_s=1.0)
+    ok_step = StepRecord(users=1, locust_dir="d")
+    assert result([good], ok_step).exit_code == 0
+    assert result([good, bad], ok_step).exit_code == 1
+    nothing_sent = LoadRow(arm="bert", users=1, requests=0, failures=0, requests_per_s=0.0)
+    assert result([nothing_sent], ok_step).exit_code == 1
+    assert result([good], StepRecord(users=1, locust_dir="d", timed_out=True)).exit_code == 1
+    assert result([good], StepRecord(users=1, locust_dir="d", exceptions={"KeyError": 1})).exit_code == 1
 
 
 def test_locust_command(tmp_path):

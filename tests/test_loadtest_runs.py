@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from abqa.cli import main
-from abqa.core.records import LoadRow
+from abqa.core.run import LoadDocument
 from abqa.loadtest.runner import LOCUSTFILE
 
 ARMS = ("distilbert", "bert")
@@ -48,13 +48,13 @@ def test_short_split_run_against_abqa_serve(tmp_path, tiny_repository, triton_se
     assert document["weights"] == {"distilbert": 50.0, "bert": 50.0}
     assert document["standin"] == {"distilbert": False, "bert": False}
     assert document["dataset"]["source"] == "builtin-sample" and document["dataset"]["inputs_from"]["bert"] == "triton"
-    rows = [LoadRow.from_dict(row) for row in document["rows"]]
+    rows = LoadDocument.read(out / "load.json").rows
     assert [(row.arm, row.users) for row in rows] == [("distilbert", 2), ("bert", 2)]
     for row in rows:
         assert row.requests > 10 and row.failures == 0 and row.requests_per_s > 0, row
         assert row.failure_messages == {}
-        assert 0 < row.latency_ms["p50"] <= row.latency_ms["p95"] <= row.latency_ms["p99"] <= row.latency_ms["max"] + 1
-        server = row.server
+        assert 0 < row.latency_ms.p50 <= row.latency_ms.p95 <= row.latency_ms.p99 <= row.latency_ms.max + 1
+        server = row.server.to_dict()
         assert server["error"] is None
         # The server saw what Locust sent (requests cut off at the end of the step may still complete there).
         assert row.requests <= server["request_count"] <= row.requests + 2
@@ -65,7 +65,7 @@ def test_short_split_run_against_abqa_serve(tmp_path, tiny_repository, triton_se
         assert sum(size * count for size, count in batches.items()) == server["inference_count"]
         assert 1.0 <= server["mean_batch_size"] <= 2.0  # 2 users: at most 2 requests can meet in one batch
     assert [(r["arm"], r["users"], r["failures"]) for r in table] == [("distilbert", "2", "0"), ("bert", "2", "0")]
-    assert float(table[1]["p95_ms"]) == rows[1].latency_ms["p95"]
+    assert float(table[1]["p95_ms"]) == rows[1].latency_ms.p95
     step = out / "locust" / "users-2"
     for name in ("locust_stats.csv", "locust_failures.csv", "locust_stats_history.csv", "report.html", "locust.log"):
         assert (step / name).is_file(), name

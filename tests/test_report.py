@@ -1,7 +1,7 @@
 """`abqa report`: a report renders for every shape of run folder, and says what it should.
 
-Run folders are built here from synthetic EvalRecords, meta.json and load.json in the contracts of
-abqa/core/records.py (served, replayed, stand-in, mixed, single-arm, load-only, failures, unpaired ids).
+Run folders are built here from synthetic EvalRecords, meta.json and load.json through the run-folder contract
+(abqa/core/run): served, replayed, stand-in, mixed, single-arm, load-only, failures, unpaired ids.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from statsmodels.stats.multitest import multipletests
 from abqa.analysis.report import build_report
 from abqa.cli import main
 from abqa.core.errors import AbqaError
-from abqa.core.records import EvalRecord, LoadRow
+from abqa.core.run import EvalRecord, LoadRow
+from run_builders import write_run
 
 FAST = 300  # bootstrap resamples: enough for the shapes, quick on 2 cores
 
@@ -37,25 +38,6 @@ def arm_records(arm: str, n: int, *, p_right: float, latency_ms: float | None, s
             latency_ms=latency, windows=1, tokens=120, started_at="2026-01-01T00:00:00+00:00", status=status,
             error={"failed": "timed out after 60 s", "missing": "no prediction for this id"}.get(status)))
     return records
-
-
-def write_run(run_dir: Path, records: list[EvalRecord] | None = None, arms_meta: dict | None = None,
-              load_rows: list[LoadRow] | None = None, **meta_extra) -> Path:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if records is not None:
-        (run_dir / "eval.jsonl").write_text("".join(json.dumps(r.to_dict()) + "\n" for r in records))
-    if arms_meta is not None:
-        meta = {"name": run_dir.name, "created_at": "2026-01-01T00:00:00+00:00",
-                "dataset": {"source": "path", "path": "dev.json", "questions": 10570}, "arms": arms_meta,
-                "server": {"kind": "pytriton", "peak_rss_mb": 1834.5}, "client": {"peak_rss_mb": 210.0},
-                "machine": {"cpu_model": "Test CPU", "cores": 2}, **meta_extra}
-        (run_dir / "meta.json").write_text(json.dumps(meta))
-    if load_rows is not None:
-        arms = list(dict.fromkeys(row.arm for row in load_rows))
-        load = {"arms": arms, "users": sorted({row.users for row in load_rows}), "duration_s": 10, "mode": "split",
-                "standin": {arm: False for arm in arms}, "rows": [row.to_dict() for row in load_rows]}
-        (run_dir / "load.json").write_text(json.dumps(load))
-    return run_dir
 
 
 def served(source: str, *, standin: bool = False, parameters: int = 66_000_000) -> dict:
@@ -200,7 +182,7 @@ def test_load_only_run(tmp_path):
     assert report.verdict[0].startswith("No answers to score")
     assert report.verdict[1] == ("Under load (4 concurrent users, split mode): distilbert p95 64 ms, 20.0 req/s "
                                  "(3 of 200 requests failed); bert p95 128 ms, 10.0 req/s (3 of 100 requests "
-                                 "failed). In split mode each request goes to one arm by weight, so req/s follows "
+                                 "failed). In split mode each request goes to one arm by weight (1:1), so req/s follows "
                                  "the split; compare the latencies.")
     assert set(report.paths.plots) == {"load", "queue_compute"}
 
@@ -291,8 +273,11 @@ def test_empty_or_broken_run_folders_are_named(tmp_path):
     with pytest.raises(AbqaError, match=r"eval.jsonl: line 1 is not valid JSON"):
         build_report(broken)
     bad_status = tmp_path / "status"
-    write_run(bad_status, [EvalRecord("q1", "a", "x", 1.0, 1.0, None, None, None, "t", status="weird")])
-    with pytest.raises(AbqaError, match="id 'q1', arm 'a'.*unknown status 'weird'"):
+    bad_status.mkdir()
+    (bad_status / "eval.jsonl").write_text(json.dumps({
+        "id": "q1", "arm": "a", "prediction": "x", "em": 1.0, "f1": 1.0, "latency_ms": None, "started_at": "t",
+        "status": "weird"}) + "\n")
+    with pytest.raises(AbqaError, match=r"eval.jsonl: line 1 \(id 'q1', arm 'a'\): status: .*'weird'"):
         build_report(bad_status)
 
 

@@ -17,7 +17,8 @@ from abqa.analysis import stats
 from abqa.analysis.report import build_report
 from abqa.cli import main
 from abqa.core.metrics import score_predictions
-from abqa.core.records import EvalRecord
+from abqa.core.run import EvalRecord
+import run_builders
 from abqa.core.squad import load_squad_file
 
 RESAMPLES, SEED = 2000, 0
@@ -48,13 +49,11 @@ def report(scored, shared_data, tmp_path_factory):
         for question, e, f in zip(ids, em, f1):
             record = EvalRecord(id=question, arm=arm, prediction=predictions.get(question), em=float(e), f1=float(f),
                                 latency_ms=None, windows=None, tokens=None, started_at="2026-01-01T00:00:00+00:00")
-            lines.append(json.dumps(record.to_dict()))
-    (run / "eval.jsonl").write_text("\n".join(lines) + "\n")
+            lines.append(record)
     arms = {arm: {"kind": "replay", "standin": False,
                   "replay_file": str(shared_data / "squad-v1.1" / "predictions" / filename)}
             for arm, filename in PREDICTIONS.items()}
-    (run / "meta.json").write_text(json.dumps({"name": run.name, "arms": arms,
-                                               "dataset": {"source": "shared", "questions": 10570}}))
+    run_builders.write_run(run, lines, arms, dataset=run_builders.dataset(source="shared"))
     return build_report(run, n_resamples=RESAMPLES, seed=SEED)
 
 

@@ -67,13 +67,12 @@ def test_router_in_shadow_mode_through_triton_then_export_and_report(triton_serv
     assert meta["arms"]["bert"]["source_kind"] == "local" and meta["arms"]["bert"]["kind"] == "served"
     assert meta["router"]["policy"]["mode"] == "shadow" and meta["dataset"]["source"] == "builtin-sample"
 
-    # `abqa report` reads the scored part of the log (the unscored records are the analysis stage's to accept).
-    scored_dir = tmp_path / "runs" / "router-scored"
-    scored_dir.mkdir()
-    (scored_dir / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records if r["status"] == "ok"))
-    (scored_dir / "meta.json").write_text(json.dumps(meta))
-    report = build_report(scored_dir, n_resamples=200)
+    # `abqa report` reads the exported log as it is: accuracy over the scored answers, latency over every answer.
+    report = build_report(run_dir, n_resamples=200)
     arms = report.data["arms"]
-    assert arms["bert"]["latency_ms"]["n"] == 4 and arms["distilbert"]["latency_ms"]["n"] == 4
+    assert (arms["bert"]["questions"], arms["bert"]["ok"], arms["bert"]["unscored"]) == (5, 4, 1)
+    assert arms["bert"]["latency_ms"]["n"] == 5 and arms["distilbert"]["latency_ms"]["n"] == 5
     assert arms["bert"]["provenance"]["kind"] == "served" and not arms["bert"]["provenance"]["inferred"]
-    assert next(iter(report.data["tests"].values()))["paired_questions"] == 4
+    test = next(iter(report.data["tests"].values()))
+    assert test["paired_questions"] == 4 and test["latency"]["paired_questions"] == 5
+    assert any("nothing to score them against" in note for note in report.data["notes"])

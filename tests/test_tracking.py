@@ -14,10 +14,11 @@ import pytest
 from abqa.analysis.report import build_report
 from abqa.cli import main
 from abqa.client.summary import summarize
-from abqa.core import tracking
-from abqa.core.records import STANDIN_WARNING, EvalRecord, LoadRow
+from abqa.integrations import mlflow_tracking as tracking
+from abqa.core.records import STANDIN_WARNING
+from abqa.core.run import EvalRecord, LoadDocument, LoadRow, MachineInfo, write_eval_records
 from abqa.core.squad import load_builtin_sample
-from abqa.loadtest.results import StepRecord, load_document
+import run_builders
 
 FAST = 200  # bootstrap resamples: the shapes, not the precision
 MLFLOW_NAME = re.compile(r"^[A-Za-z0-9_\-. /]+$")  # what tracking promises (MLflow's rule, ASCII, no colon)
@@ -48,24 +49,22 @@ def served_arm(source: str, *, standin: bool) -> dict:
             "variant": "fp32", "source_kind": "standin" if standin else "hub"}
 
 
-def write_meta(run_dir: Path, records: list[EvalRecord], arms: dict[str, dict], **extra) -> dict:
+MACHINE = MachineInfo(cpu_model="Test CPU", cores=2, cpu_flags=["avx2", "avx512_vnni"], platform="test",
+                      python="3.11")
+
+
+def write_meta(run_dir: Path, records: list[EvalRecord], arms: dict[str, dict], **extra) -> None:
     kinds = {arm: info["kind"] for arm, info in arms.items()}
     summaries = summarize(records, list(arms), kinds)
-    meta = {
-        "name": run_dir.name, "status": "complete", "order": "random", "seed": 7,
-        "dataset": {"source": "path", "path": "/data/dev-v1.1.json", "sha256": DATASET_SHA, "version": "1.1",
-                    "questions": 10570, "evaluated_questions": 60, "limit": None, "sample": 60, "seed": 7},
-        "qa": {"max_seq_length": 384, "doc_stride": 128},
-        "arms": arms,
-        "server": {"kind": "abqa-serve", "url": "127.0.0.1:8001", "protocol": "grpc", "peak_rss_mb": 812.5},
-        "client": {"peak_rss_mb": 150.25},
-        "versions": {"abqa": "0.1.0", "onnxruntime": "1.32.0"},
-        "machine": {"cpu_model": "Test CPU", "cores": 2, "cpu_flags": ["avx2", "avx512_vnni"]},
-        "summary": {summary.arm: summary.to_dict() for summary in summaries},
-        **extra,
-    }
-    (run_dir / "meta.json").write_text(json.dumps(meta))
-    return meta
+    run_builders.meta(
+        run_dir.name, arms, order="random", seed=7,
+        dataset=run_builders.dataset(path="/data/dev-v1.1.json", sha256=DATASET_SHA, evaluated_questions=60,
+                                     sample=60, seed=7),
+        qa={"max_seq_length": 384, "doc_stride": 128, "n_best": 20, "max_answer_length": 30, "pad_multiple": 64},
+        server={"kind": "abqa-serve", "url": "127.0.0.1:8001", "protocol": "grpc", "peak_rss_mb": 812.5},
+        client={"peak_rss_mb": 150.25}, versions={"abqa": "0.1.0", "onnxruntime": "1.32.0"}, machine=MACHINE,
+        summary={summary.arm: summary for summary in summaries}, records=len(records), **extra,
+    ).write(run_dir / "meta.json")
 
 
 def load_rows(arm: str, base_ms: float) -> list[LoadRow]:
@@ -81,15 +80,11 @@ def load_rows(arm: str, base_ms: float) -> list[LoadRow]:
     return rows
 
 
-def write_load(run_dir: Path, rows: list[LoadRow], standin: dict) -> dict:
+def write_load(run_dir: Path, rows: list[LoadRow], standin: dict) -> None:
     arms = list(dict.fromkeys(row.arm for row in rows))
-    header = {"arms": arms, "users": [1, 2, 4], "duration_s": 10.0, "mode": "split",
-              "weights": {arm: 1.0 for arm in arms}, "url": "http://127.0.0.1:8000", "protocol": "http",
-              "standin": standin, "dataset": {"source": "path", "sha256": DATASET_SHA, "questions": 10570,
-                                              "seed": 7, "pool_size": 64, "pool_questions": 50}}
-    document = load_document(header, rows, [StepRecord(users=u, locust_dir=f"locust/users-{u}") for u in (1, 2, 4)])
-    (run_dir / "load.json").write_text(json.dumps(document))
-    return document
+    dataset = run_builders.pool_dataset(arms).model_copy(update={"sha256": DATASET_SHA, "questions": 10570, "seed": 7,
+                                                                 "pool_questions": 50})
+    run_builders.load_document(rows, standin=standin, dataset=dataset, machine=MACHINE).write(run_dir / "load.json")
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +95,7 @@ def full_run(tmp_path_factory) -> Path:
     run_dir.mkdir()
     records = (eval_records("distilbert", 60, p_right=0.7, latency_ms=20, seed=1)
                + eval_records("bert", 60, p_right=0.8, latency_ms=40, seed=2))
-    (run_dir / "eval.jsonl").write_text("".join(json.dumps(r.to_dict()) + "\n" for r in records))
+    write_eval_records(run_dir / "eval.jsonl", records)
     write_meta(run_dir, records, {"distilbert": served_arm("distilbert/distilbert-base", standin=False),
                                   "bert": served_arm("standin:bert", standin=True)})
     write_load(run_dir, load_rows("distilbert", 20) + load_rows("bert", 40), {"distilbert": False, "bert": True})
@@ -110,7 +105,7 @@ def full_run(tmp_path_factory) -> Path:
     child.mkdir()
     replays = (eval_records("bert-finetuned", 40, p_right=0.8, latency_ms=None, seed=3)
                + eval_records("distilbert-finetuned", 40, p_right=0.75, latency_ms=None, seed=4))
-    (child / "eval.jsonl").write_text("".join(json.dumps(r.to_dict()) + "\n" for r in replays))
+    write_eval_records(child / "eval.jsonl", replays)
     write_meta(child, replays, {arm: {"kind": "replay", "standin": False, "source": f"{arm}.json",
                                       "replay_file": f"/p/{arm}.json", "replay_sha256": "f" * 64}
                                 for arm in ("bert-finetuned", "distilbert-finetuned")})
@@ -216,8 +211,9 @@ def test_keys_and_values_are_made_safe():
 
 
 def test_a_stand_in_named_only_by_load_json_is_still_marked():
-    run = tracking.build_tracked_run("r", "benchmark", meta={"arms": {"bert": {"kind": "served", "standin": None}}},
-                                     load={"arms": ["bert"], "standin": {"bert": True}, "rows": []})
+    run = tracking.build_tracked_run("r", "benchmark",
+                                     meta=run_builders.meta("r", {"bert": {"kind": "served", "standin": None}}),
+                                     load=run_builders.load_document([], arms=["bert"], standin={"bert": True}))
     assert run.params["arm.bert.standin"] == "true" and run.tags["standin.bert"] == "true"
     with pytest.raises(ValueError, match="unknown stage"):
         tracking.build_tracked_run("r", "export")
@@ -392,11 +388,10 @@ def test_loadtest_logs_its_sweep_and_keeps_its_exit_code(full_run, store_uri, tm
 
     def fake_run_loadtest(options, echo=print):
         out.mkdir()
-        document = read(full_run, "load.json")
-        document["rows"][0]["failures"] = 3  # a failed request: exit code 1, and the run is still logged
-        (out / "load.json").write_text(json.dumps(document))
-        return LoadTestResult(document, [LoadRow.from_dict(row) for row in document["rows"]],
-                              [StepRecord(**step) for step in document["steps"]])
+        document = LoadDocument.read(full_run / "load.json")
+        document.rows[0].failures = 3  # a failed request: exit code 1, and the run is still logged
+        document.write(out / "load.json")
+        return LoadTestResult(document)
 
     monkeypatch.setattr(runner, "run_loadtest", fake_run_loadtest)
     code = main(["loadtest", "--arms", "distilbert,bert", "--metrics-url", "none", "--out", str(out),

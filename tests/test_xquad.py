@@ -27,7 +27,9 @@ from abqa.core.metrics import (
     score_answer_in_language,
 )
 from abqa.core.squad import resolve_squad, select_questions
-from abqa.core.xquad import SquadArgAction, parse_xquad_arg, qualify_id, split_qualified_id
+from abqa.core.xquad import parse_xquad_arg, qualify_id, split_qualified_id
+from abqa.flags import SquadArgAction
+import run_builders
 
 LANGUAGES = ("de", "zh", "es")
 
@@ -278,7 +280,7 @@ def test_single_language_squad_report_has_no_language_section(tmp_path, capsys):
     report = build_report(run, n_resamples=200)
     assert "languages" not in report.data and "Languages" not in report.paths.markdown.read_text()
     assert not (run / "plots" / "languages.png").exists()
-    assert "languages" not in json.loads((run / "meta.json").read_text())["dataset"]
+    assert json.loads((run / "meta.json").read_text())["dataset"]["languages"] is None
 
 
 # --- multilingual stand-ins -----------------------------------------------------------------------------------------
@@ -336,7 +338,7 @@ def test_served_standins_on_three_xquad_languages(shared_data, triton_server, ti
 
 
 def test_standin_arms_get_per_language_tables_but_no_accuracy_verdict(tmp_path):
-    from abqa.core.records import EvalRecord
+    from abqa.core.run import EvalRecord
 
     run = tmp_path / "standins"
     run.mkdir()
@@ -346,12 +348,11 @@ def test_standin_arms_get_per_language_tables_but_no_accuracy_verdict(tmp_path):
         for language in ("de", "th"):
             for i in range(12):
                 em = float(rng.random() < 0.5)
-                record = EvalRecord(f"{language}:q{i}", arm, "x", em, em, 10.0 + rng.random(), 1, 50,
-                                    "2026-01-01T00:00:00+00:00", language=language)
-                lines.append(json.dumps(record.to_dict()))
-    (run / "eval.jsonl").write_text("\n".join(lines) + "\n")
+                lines.append(EvalRecord(id=f"{language}:q{i}", arm=arm, prediction="x", em=em, f1=em,
+                                        latency_ms=10.0 + rng.random(), windows=1, tokens=50,
+                                        started_at="2026-01-01T00:00:00+00:00", language=language))
     arms = {arm: {"kind": "served", "standin": True, "source": "standin:bert"} for arm in ("a", "b")}
-    (run / "meta.json").write_text(json.dumps({"name": "standins", "arms": arms}))
+    run_builders.write_run(run, lines, arms)
     report = build_report(run, n_resamples=200)
     assert report.data["languages"]["languages"] == ["de", "th"]   # no meta order: first appearance
     assert any(line.startswith("Per language, a vs b: accuracy not compared") for line in report.verdict)

@@ -19,9 +19,9 @@ from typing import Any, Mapping, Sequence
 
 from abqa.core.config import DEFAULT_HOST, DEFAULT_MODEL_REPOSITORY, DEFAULT_RUNS_DIR, GRPC_PORT, METADATA_FILENAME
 from abqa.core.errors import AbqaError
-from abqa.core.io import read_json_file
 from abqa.core.metrics import score_question
 from abqa.core.records import ExportMetadata
+from abqa.core.run import REPORT_JSON, ReportData, RunFolder
 from abqa.core.squad import SOURCE_SHARED, SquadDataset, SquadQuestion
 from abqa.router.backend import AnswerFailed, ArmAnswer, BackendUnavailable
 
@@ -405,34 +405,27 @@ class ReportView:
 def report_runs(runs_dir: str | Path) -> list[Path]:
     """Run folders under `runs_dir` holding a report.json (nested ones too, e.g. a benchmark's replay-shared/),
     newest report first."""
-    from abqa.analysis.report import REPORT_JSON
-
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         return []
     found = [path.parent for path in runs_dir.glob(f"**/{REPORT_JSON}") if path.is_file()]
-    return sorted(found, key=lambda run: (run / REPORT_JSON).stat().st_mtime, reverse=True)
+    return sorted(found, key=lambda run: RunFolder(run).report_json.stat().st_mtime, reverse=True)
 
 
 def load_report_view(run_dir: str | Path) -> ReportView:
     from abqa.analysis.render import layout
-    from abqa.analysis.report import REPORT_HTML, REPORT_JSON
 
-    run_dir = Path(run_dir)
-    path = run_dir / REPORT_JSON
+    folder = RunFolder(Path(run_dir))
     try:
-        data, _ = read_json_file(path, str(path))
+        report = ReportData.read(folder.report_json)
     except AbqaError as exc:
-        raise AbqaError(f"{exc}; `abqa report {run_dir}` writes it") from None
-    plots = (data.get("plots") or {}) if isinstance(data, dict) else {}
-    figures = {name: run_dir / relative for name, relative in plots.items() if (run_dir / relative).is_file()}
-    try:
-        document = layout(data, list(figures))
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise AbqaError(f"{path}: not a report this abqa can read (no {exc}); `abqa report {run_dir}` writes it "
-                        "again") from None
-    html = run_dir / REPORT_HTML
-    return ReportView(run_dir, data, document, figures, [name for name in plots if name not in figures],
+        raise AbqaError(f"{exc}; `abqa report {folder.path}` writes it") from None
+    data = report.to_dict()
+    figures = {name: folder.path / relative for name, relative in report.plots.items()
+               if (folder.path / relative).is_file()}
+    document = layout(data, list(figures))
+    html = folder.report_html
+    return ReportView(folder.path, data, document, figures, [name for name in report.plots if name not in figures],
                       html if html.is_file() else None)
 
 

@@ -78,8 +78,9 @@ def append_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> None:
         os.fsync(handle.fileno())
 
 
-def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
-    """Yield records; a torn last line (the writer was killed mid-line) is skipped, any other bad line raises."""
+def read_jsonl(path: str | os.PathLike, *, numbered: bool = False) -> Iterator[Any]:
+    """Yield records (with `numbered`, (line number, record) pairs); a torn last line (the writer was killed
+    mid-line) is skipped, any other bad line raises."""
     from abqa.core.errors import AbqaError
 
     with open(path, encoding="utf-8") as handle:
@@ -88,8 +89,9 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
         if not line.strip():
             continue
         try:
-            yield json.loads(line)
+            record = json.loads(line)
         except json.JSONDecodeError as exc:
             if number == len(lines) and not line.endswith("\n"):
                 return
             raise AbqaError(f"{path}: line {number} is not valid JSON ({exc.msg})") from exc
+        yield (number, record) if numbered else record

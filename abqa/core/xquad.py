@@ -18,7 +18,6 @@ language, which in XQuAD's parallel files are the same questions.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import logging
@@ -219,12 +218,3 @@ def describe_parts(dataset: SquadDataset, questions: list[SquadQuestion]) -> lis
     for question in questions:
         evaluated[question.language] = evaluated.get(question.language, 0) + 1
     return [{**part, "evaluated_questions": evaluated.get(part["language"], 0)} for part in dataset.parts]
-
-
-class SquadArgAction(argparse.Action):
-    """`--squad` given more than once means the comma list of all of them (`--squad xquad.de --squad xquad.zh`
-    is `--squad xquad.de,xquad.zh`); once, it is the value as given."""
-
-    def __call__(self, parser, namespace, values, option_string=None) -> None:
-        previous = getattr(namespace, self.dest, None)
-        setattr(namespace, self.dest, f"{previous},{values}" if previous else values)

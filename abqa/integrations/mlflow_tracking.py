@@ -4,7 +4,8 @@
 written its files, so a tracking store that fails (bad URI, server down) never costs a computed result: the files
 are on disk, and the error names the URI and how to log the folder again.
 
-The middle is pure: meta.json / load.json / report.json (as dicts) -> flat `params` and `metrics` dicts under
+The middle is pure: meta.json / load.json / report.json (their typed models, `abqa.core.run`) -> flat `params` and
+`metrics` dicts under
 MLflow's key rules (ASCII letters, digits, `_ - . / space`; params at most 500 characters). Names are the same
 whichever file they come from, so runs of different stages compare column by column:
 
@@ -31,8 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from abqa.core.records import (EVAL_FILENAME, LOAD_CSV_FILENAME, LOAD_JSON_FILENAME, META_FILENAME,
-                               STANDIN_WARNING)
+from abqa.core.records import STANDIN_WARNING
+from abqa.core.run import (LOAD_CSV_FILENAME, LOAD_JSON_FILENAME, META_FILENAME, PLOTS_DIRNAME, REPORT_HTML,
+                           REPORT_JSON, REPORT_MD, LoadDocument, LoadStepReport, PairTest, ReportData, RunFolder,
+                           RunMeta)
 
 # A database store: MLflow 3 refuses its old `file:`/./mlruns store unless MLFLOW_ALLOW_FILE_STORE=true, and
 # SQLite needs no server (sqlalchemy + alembic create and migrate it on first use). Relative to the working
@@ -160,114 +163,105 @@ def arm_params(arm: str, info: Mapping[str, Any]) -> dict[str, str]:
     return params
 
 
-def eval_params(meta: Mapping[str, Any]) -> dict[str, str]:
-    arms = meta.get("arms") or {}
-    params = {"arms": param_value(list(arms)) or "", **run_params(meta)}
-    for arm, info in arms.items():
-        params.update(arm_params(arm, info or {}))
+def eval_params(meta: RunMeta) -> dict[str, str]:
+    params = {"arms": param_value(list(meta.arms)) or "", **run_params(meta.to_dict())}
+    for arm, info in meta.arms.items():
+        params.update(arm_params(arm, info.to_dict()))
     return params
 
 
-def eval_metrics(meta: Mapping[str, Any]) -> dict[str, float]:
+def eval_metrics(meta: RunMeta) -> dict[str, float]:
     """meta.json's per-arm summary (EM, F1 in percent; latency p50/p95/mean; counts) and the peak memory of both
     sides."""
     metrics: dict[str, float] = {}
-    for arm, summary in (meta.get("summary") or {}).items():
-        for field_name, value in (summary or {}).items():
+    for arm, summary in meta.summary.items():
+        for field_name, value in summary.to_dict().items():
             _put_metric(metrics, metric_key(arm, EVAL_METRIC_NAMES.get(field_name, field_name)), value)
-    _put_metric(metrics, "client.peak_rss_mb", (meta.get("client") or {}).get("peak_rss_mb"))
-    _put_metric(metrics, "server.peak_rss_mb", (meta.get("server") or {}).get("peak_rss_mb"))
+    _put_metric(metrics, "client.peak_rss_mb", meta.client.peak_rss_mb if meta.client is not None else None)
+    _put_metric(metrics, "server.peak_rss_mb", meta.server.peak_rss_mb)
     return metrics
 
 
-def load_params(load: Mapping[str, Any]) -> dict[str, str]:
-    arms = load.get("arms") or []
-    params: dict[str, str] = {"arms": param_value(arms) or ""}
-    _put_params(params, ["load"], load, ("users", "duration_s", "mode", "weights", "url", "protocol"))
-    dataset = load.get("dataset") or {}
-    _put_params(params, ["load", "dataset"], dataset,
+def load_params(load: LoadDocument) -> dict[str, str]:
+    params: dict[str, str] = {"arms": param_value(load.arms) or ""}
+    _put_params(params, ["load"], load.to_dict(), ("users", "duration_s", "mode", "weights", "url", "protocol"))
+    _put_params(params, ["load", "dataset"], load.dataset.to_dict(),
                 ("source", "path", "sha256", "version", "questions", "seed", "pool_size", "pool_questions"))
-    _put_params(params, [], dataset, ("seed",))
-    _put_params(params, ["machine"], load.get("machine"))
-    for arm, standin in (load.get("standin") or {}).items():
+    _put_params(params, [], {"seed": load.dataset.seed})
+    _put_params(params, ["machine"], load.machine.to_dict())
+    for arm, standin in load.standin.items():
         params.update(arm_params(arm, {"standin": standin}))
     return params
 
 
-def load_step_metrics(arm: str, step: Mapping[str, Any]) -> dict[str, float]:
-    """One arm at one concurrency step, in report.json's load-step shape (abqa.analysis.summary.load_step)."""
-    prefix = (arm, f"users_{step.get('users')}")
+def load_step_metrics(arm: str, step: LoadStepReport) -> dict[str, float]:
+    """One arm at one concurrency step."""
+    prefix = (arm, f"users_{step.users}")
     metrics: dict[str, float] = {}
     for key in LOAD_STEP_KEYS:
-        _put_metric(metrics, metric_key(*prefix, key), step.get(key))
-    for name, value in (step.get("latency_ms") or {}).items():
+        _put_metric(metrics, metric_key(*prefix, key), getattr(step, key))
+    for name, value in step.latency_ms.items():
         _put_metric(metrics, metric_key(*prefix, f"latency_{name}_ms"), value)
     return metrics
 
 
-def throughput_metrics(arm: str, steps: Iterable[Mapping[str, Any]]) -> dict[str, float]:
+def throughput_metrics(arm: str, steps: Iterable[LoadStepReport]) -> dict[str, float]:
     """Every step of an arm, and its best throughput over the sweep (the headline figure)."""
     metrics: dict[str, float] = {}
     rates = []
     for step in steps:
         metrics.update(load_step_metrics(arm, step))
-        if step.get("requests", 0) > step.get("failures", 0) and metric_value(step.get("requests_per_s")) is not None:
-            rates.append(float(step["requests_per_s"]))
+        if step.requests > step.failures and metric_value(step.requests_per_s) is not None:
+            rates.append(float(step.requests_per_s))
     if rates:
         metrics[metric_key(arm, "max_requests_per_s")] = max(rates)
     return metrics
 
 
-def load_metrics(load: Mapping[str, Any]) -> dict[str, float]:
-    from abqa.analysis.summary import load_step  # the one place a LoadRow becomes a step (ms per request, batch)
-    from abqa.core.records import LoadRow
-
-    steps: dict[str, list[dict[str, Any]]] = {}
-    for row in load.get("rows") or []:
-        record = LoadRow.from_dict(row)
-        steps.setdefault(record.arm, []).append(load_step(record))
+def load_metrics(load: LoadDocument) -> dict[str, float]:
+    steps: dict[str, list[LoadStepReport]] = {}
+    for row in load.rows:
+        steps.setdefault(row.arm, []).append(LoadStepReport.from_row(row))
     metrics: dict[str, float] = {}
     for arm, arm_steps in steps.items():
         metrics.update(throughput_metrics(arm, arm_steps))
-    totals = load.get("totals") or {}
-    _put_metric(metrics, "load.requests", totals.get("requests"))
-    _put_metric(metrics, "load.failures", totals.get("failures"))
+    _put_metric(metrics, "load.requests", load.totals.requests)
+    _put_metric(metrics, "load.failures", load.totals.failures)
     return metrics
 
 
-def report_params(report: Mapping[str, Any]) -> dict[str, str]:
-    arms = report.get("arms") or {}
-    params = {"arms": param_value(list(arms)) or "", **run_params(report.get("run") or {})}
-    for arm, summary in arms.items():
-        params.update(arm_params(arm, {**(summary.get("model") or {}), **(summary.get("provenance") or {})}))
-    _put_params(params, ["report"], report.get("settings"),
+def report_params(report: ReportData) -> dict[str, str]:
+    params = {"arms": param_value(list(report.arms)) or "", **run_params(report.run.to_dict())}
+    for arm, summary in report.arms.items():
+        params.update(arm_params(arm, {**summary.model.to_dict(), **summary.provenance.to_dict()}))
+    _put_params(params, ["report"], report.settings.to_dict(),
                 ("bootstrap_resamples", "seed", "confidence", "alpha", "power", "multiple_comparisons"))
-    load = report.get("load") or {}
-    _put_params(params, ["load"], load, ("users", "duration_s", "mode", "weights", "url"))
+    if report.load is not None:
+        _put_params(params, ["load"], report.load.to_dict(), ("users", "duration_s", "mode", "weights", "url"))
     return params
 
 
-def report_metrics(report: Mapping[str, Any]) -> dict[str, float]:
-    """Per arm: EM/F1 with their bootstrap CIs, latency percentiles, memory, load steps; per pair: the tests."""
+def report_metrics(report: ReportData) -> dict[str, float]:
+    """Per arm: EM/F1 with their bootstrap CIs, latency percentiles, load steps; per pair: the tests."""
     metrics: dict[str, float] = {}
-    for arm, summary in (report.get("arms") or {}).items():
+    for arm, summary in report.arms.items():
         for name in ("em", "f1"):
-            _put_metric(metrics, metric_key(arm, name), summary.get(name))
-            low, high = (list(summary.get(f"{name}_ci") or []) + [None, None])[:2]
+            low, high = getattr(summary, f"{name}_ci")
+            _put_metric(metrics, metric_key(arm, name), getattr(summary, name))
             _put_metric(metrics, metric_key(arm, f"{name}_ci_low"), low)
             _put_metric(metrics, metric_key(arm, f"{name}_ci_high"), high)
-        for name in ("questions", "ok", "failed", "missing", "peak_rss_mb"):
-            _put_metric(metrics, metric_key(arm, name), summary.get(name))
-        latency = summary.get("latency_ms") or {}
+        for name in ("questions", "ok", "failed", "missing"):
+            _put_metric(metrics, metric_key(arm, name), getattr(summary, name))
+        latency = summary.latency_ms or {}
         for name in LATENCY_NAMES:
             _put_metric(metrics, metric_key(arm, f"latency_{name}_ms"), latency.get(name))
-        metrics.update(throughput_metrics(arm, summary.get("load") or []))
-    for pair, test in (report.get("tests") or {}).items():
+        metrics.update(throughput_metrics(arm, summary.load or []))
+    for pair, test in report.tests.items():
         metrics.update(pair_metrics(pair, test))
     return metrics
 
 
-def pair_metrics(pair: str, test: Mapping[str, Any]) -> dict[str, float]:
+def pair_metrics(pair: str, test: PairTest) -> dict[str, float]:
     """One pair's tests, differences as a - b in percentage points (report.json's "tests")."""
     metrics: dict[str, float] = {}
 
@@ -281,22 +275,22 @@ def pair_metrics(pair: str, test: Mapping[str, Any]) -> dict[str, float]:
         put(f"{name}_ci_low", low)
         put(f"{name}_ci_high", high)
 
-    put("paired_questions", test.get("paired_questions"))
-    mcnemar = test.get("mcnemar") or {}
+    put("paired_questions", test.paired_questions)
+    mcnemar = test.mcnemar or {}
     for name in ("b", "c"):
         put(f"mcnemar_{name}", mcnemar.get(name))
     put("mcnemar_p", mcnemar.get("p_value"))
     put("mcnemar_p_holm", mcnemar.get("p_value_holm"))
     for test_name in ("paired_t_f1", "wilcoxon_f1"):
-        block = test.get(test_name) or {}
+        block = getattr(test, test_name) or {}
         put(f"{test_name}_p", block.get("p_value"))
         put(f"{test_name}_p_holm", block.get("p_value_holm"))
-    put_estimate("em_diff_points", test.get("em_diff"))
-    put_estimate("f1_diff_points", test.get("f1_diff"))
-    power = test.get("power") or {}
+    put_estimate("em_diff_points", test.em_diff)
+    put_estimate("f1_diff_points", test.f1_diff)
+    power = test.power or {}
     put("mde_em_points", power.get("mde_em_points"))
     put("mde_f1_points", power.get("mde_f1_points"))
-    latency = test.get("latency") or {}
+    latency = test.latency or {}
     put_estimate("latency_ratio_of_medians", latency.get("ratio_of_medians"))
     log_t = latency.get("log_t") or {}
     put("latency_log_t_p", log_t.get("p_value"))
@@ -304,18 +298,17 @@ def pair_metrics(pair: str, test: Mapping[str, Any]) -> dict[str, float]:
     return metrics
 
 
-def standin_arms(meta: Mapping[str, Any] | None, load: Mapping[str, Any] | None,
-                 report: Mapping[str, Any] | None) -> list[str]:
+def standin_arms(meta: RunMeta | None, load: LoadDocument | None, report: ReportData | None) -> list[str]:
     """Every arm any of the files calls a stand-in, in first-seen order."""
     found: dict[str, None] = {}
-    for arm, info in ((meta or {}).get("arms") or {}).items():
-        if (info or {}).get("standin"):
+    for arm, info in (meta.arms if meta is not None else {}).items():
+        if info.standin:
             found[arm] = None
-    for arm, standin in ((load or {}).get("standin") or {}).items():
+    for arm, standin in (load.standin if load is not None else {}).items():
         if standin:
             found[arm] = None
-    for arm, summary in ((report or {}).get("arms") or {}).items():
-        if ((summary or {}).get("provenance") or {}).get("standin"):
+    for arm, summary in (report.arms if report is not None else {}).items():
+        if summary.provenance.standin:
             found[arm] = None
     return list(found)
 
@@ -326,8 +319,8 @@ def run_description(standins: Sequence[str], verdict: Sequence[str]) -> str:
     return "\n".join([*lines, *verdict]).strip()
 
 
-def build_tracked_run(name: str, stage: str, *, meta: Mapping[str, Any] | None = None,
-                      load: Mapping[str, Any] | None = None, report: Mapping[str, Any] | None = None,
+def build_tracked_run(name: str, stage: str, *, meta: RunMeta | None = None, load: LoadDocument | None = None,
+                      report: ReportData | None = None,
                       run_dir: str = "", artifacts: Sequence[str] = ()) -> TrackedRun:
     """The params, metrics and tags of one stage's run from the files it wrote (pure)."""
     if stage not in STAGES:
@@ -353,10 +346,10 @@ def build_tracked_run(name: str, stage: str, *, meta: Mapping[str, Any] | None =
     tags.update({metric_key("standin", arm): "true" for arm in standins})
     if standins:
         tags["abqa.standin_arms"] = ",".join(standins)
-    status = (meta or {}).get("status") or ((report or {}).get("run") or {}).get("status")
+    status = meta.status.value if meta is not None else (report.run.status if report is not None else None)
     if status:
         tags["abqa.status"] = str(status)
-    description = run_description(standins, (report or {}).get("verdict") or [])
+    description = run_description(standins, report.verdict if report is not None else [])
     if description:
         tags["mlflow.note.content"] = description
     return TrackedRun(name=name, stage=stage, params=params, metrics=metrics, tags=tags,
@@ -399,35 +392,25 @@ def default_artifact_location(uri: str) -> str | None:
 def stage_artifacts(stage: str) -> tuple[str, ...]:
     """The files (and the plots folder) a stage's run keeps as artifacts, relative to the run folder. The eval
     summaries are in meta.json; eval.jsonl (one line per question and arm) stays in the folder."""
-    from abqa.analysis.plots import PLOTS_DIRNAME
-    from abqa.analysis.report import REPORT_HTML, REPORT_JSON, REPORT_MD
-
     report = (REPORT_HTML, REPORT_MD, REPORT_JSON, PLOTS_DIRNAME, META_FILENAME, LOAD_JSON_FILENAME, LOAD_CSV_FILENAME)
     return {"evaluate": (META_FILENAME,), "loadtest": (LOAD_JSON_FILENAME, LOAD_CSV_FILENAME),
             "report": report, "benchmark": report}[stage]
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    from abqa.core.io import read_json_file
-
-    return read_json_file(path, f"{path} (cannot log it to MLflow)")[0] if path.is_file() else None
 
 
 def collect_run(run_dir: str | Path, stage: str) -> TrackedRun:
     """Read what `stage` wrote in `run_dir` and map it (raises AbqaError when it wrote nothing to log)."""
     from abqa.core.errors import AbqaError
 
-    from abqa.analysis.report import REPORT_JSON
-
-    run_dir = Path(run_dir)
-    files = {"meta": META_FILENAME, "load": LOAD_JSON_FILENAME, "report": REPORT_JSON}
-    documents = {source: _read_json(run_dir / files[source]) for source in STAGE_SOURCES[stage]}
+    folder = RunFolder(Path(run_dir))
+    readers = {"meta": (folder.read_meta, META_FILENAME), "load": (folder.read_load, LOAD_JSON_FILENAME),
+               "report": (folder.read_report, REPORT_JSON)}
+    documents = {source: readers[source][0]() for source in STAGE_SOURCES[stage]}
     if not any(document is not None for document in documents.values()):
-        wanted = " or ".join(files[source] for source in STAGE_SOURCES[stage])
-        raise AbqaError(f"{run_dir}: no {wanted} to log to MLflow")
-    artifacts = [name for name in stage_artifacts(stage) if (run_dir / name).exists()]
-    return build_tracked_run(run_dir.resolve().name, stage, run_dir=str(run_dir.resolve()), artifacts=artifacts,
-                             **documents)
+        wanted = " or ".join(readers[source][1] for source in STAGE_SOURCES[stage])
+        raise AbqaError(f"{folder.path}: no {wanted} to log to MLflow")
+    artifacts = [name for name in stage_artifacts(stage) if (folder.path / name).exists()]
+    return build_tracked_run(folder.path.resolve().name, stage, run_dir=str(folder.path.resolve()),
+                             artifacts=artifacts, **documents)
 
 
 # --- the edge: MLflow --------------------------------------------------------------------------------------------
@@ -512,29 +495,6 @@ def log_stage(run_dir: str | Path, stage: str, uri: str, *, experiment: str | No
 # --- the CLI's side ------------------------------------------------------------------------------------------------
 
 EXIT_TRACKING_FAILED = 1
-
-
-def add_mlflow_argument(parser) -> None:
-    """`--mlflow [URI]`, the same on every stage that logs."""
-    parser.add_argument(
-        "--mlflow", nargs="?", const="", default=None, metavar="URI", type=_tracking_uri_argument,
-        help="when done, log params, metrics and the files of this run to MLflow (experiment "
-        f"$MLFLOW_EXPERIMENT_NAME or {DEFAULT_EXPERIMENT!r}, run named after the run folder). Without URI: "
-        f"$MLFLOW_TRACKING_URI, else the local store {DEFAULT_TRACKING_URI} (artifacts in runs/{ARTIFACTS_DIRNAME}/); "
-        "http://host:5000 logs to a tracking server. Give the URI as --mlflow=URI, or put the flag last",
-    )
-
-
-def _tracking_uri_argument(value: str) -> str:
-    """An optional-valued flag takes the next word: `abqa report --mlflow runs/x` would log to a store called
-    runs/x and lose the run folder. A URI that is a run folder is that mistake, so say how to write it."""
-    import argparse
-
-    if any((Path(value) / name).is_file() for name in (META_FILENAME, EVAL_FILENAME, LOAD_JSON_FILENAME)):
-        raise argparse.ArgumentTypeError(
-            f"{value!r} is a run folder, not a tracking URI: put --mlflow after it (`... {value} --mlflow`) "
-            "or give the URI as --mlflow=URI")
-    return value
 
 
 def track_stage(mlflow_arg: str | None, run_dir: str | Path, stage: str, exit_code: int = 0, *,
