@@ -104,9 +104,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_benchmark(args: argparse.Namespace) -> BenchmarkResult:
+    from abqa.core.hub import hub_reachable
     from abqa.export.cli import arm_specs_from_args, export_options_from_args
     from abqa.export.pipeline import export_arms
-    from abqa.export.sources import hub_reachable
     from abqa.serve.process import start_server
 
     run_dir = args.out or DEFAULT_RUNS_DIR / datetime.now().strftime("benchmark-%Y%m%d-%H%M%S")
