@@ -15,12 +15,13 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Mapping
 
 from abqa.core.errors import AbqaError
 from abqa.core.io import write_json_atomic, write_text_atomic
-from abqa.core.metrics import score_answer
 from abqa.core.records import EVAL_FILENAME, META_FILENAME, EvalRecord
+from abqa.core.scoring import SQUAD_V1, ScoringRule
+from abqa.core.squad import SquadQuestion
 from abqa.router.requestlog import (STATUS_OK, LogEntry, experiments, latest_session, make_engine, read_entries,
                                     redact_url)
 
@@ -40,16 +41,17 @@ class ExportResult:
     unknown_squad_ids: int
 
 
-def entry_to_record(entry: LogEntry, references: Mapping[str, Sequence[str]] | None) -> dict:
+def entry_to_record(entry: LogEntry, questions: Mapping[str, SquadQuestion] | None,
+                    rule: ScoringRule = SQUAD_V1) -> dict:
     """One eval.jsonl line (a dict: EvalRecord's fields, plus where the answer came from in the router)."""
     started_at = entry.received_at.astimezone(timezone.utc).isoformat(timespec="milliseconds")
-    answers = references.get(entry.squad_id) if (references is not None and entry.squad_id) else None
+    question = questions.get(entry.squad_id) if (questions is not None and entry.squad_id) else None
     if entry.status != STATUS_OK:
         record = EvalRecord(entry.request_id, entry.arm, None, 0.0, 0.0, None, entry.windows, entry.tokens,
                             started_at, "failed", entry.error)
         data = record.to_dict()
-    elif answers:
-        score = score_answer(entry.answer or "", answers)
+    elif question is not None and (question.has_answer or rule.allows_no_answer):
+        score = rule.score(entry.answer or "", question.answer_texts, question.language)
         data = EvalRecord(entry.request_id, entry.arm, entry.answer, score.em, score.f1, entry.latency_ms,
                           entry.windows, entry.tokens, started_at).to_dict()
     else:
@@ -59,8 +61,9 @@ def entry_to_record(entry: LogEntry, references: Mapping[str, Sequence[str]] | N
     return data
 
 
-def log_to_records(entries: Iterable[LogEntry], references: Mapping[str, Sequence[str]] | None) -> list[dict]:
-    return [entry_to_record(entry, references) for entry in entries]
+def log_to_records(entries: Iterable[LogEntry], questions: Mapping[str, SquadQuestion] | None,
+                   rule: ScoringRule = SQUAD_V1) -> list[dict]:
+    return [entry_to_record(entry, questions, rule) for entry in entries]
 
 
 def choose_experiment(available: list[tuple[str, int, datetime, datetime]], wanted: str | None, db: str) -> str:
@@ -98,14 +101,14 @@ def export_log(db_url: str, out: str | Path, *, experiment: str | None = None, s
 
     squad_ids = {entry.squad_id for entry in entries if entry.squad_id}
     dataset = None
-    references = None
+    questions = None
     if squad_ids:
-        from abqa.core.squad import resolve_squad
+        from abqa.core.data_sources import resolve
 
-        dataset = resolve_squad(squad)
-        references = dataset.references()
-    records = log_to_records(entries, references)
-    unknown = sorted(squad_ids - set(references or {}))
+        dataset = resolve(squad)
+        questions = {question.id: question for question in dataset.questions}
+    records = log_to_records(entries, questions, dataset.rule if dataset is not None else SQUAD_V1)
+    unknown = sorted(squad_ids - set(questions or {}))
     if unknown:
         log.warning("%d SQuAD id(s) in the log are not in %s (e.g. %s): those answers are unscored",
                     len(unknown), dataset.path, ", ".join(unknown[:3]))
