@@ -17,6 +17,7 @@ from pathlib import Path
 from abqa.core.config import DEFAULT_ARMS_V2, DEFAULT_RUNS_DIR, shared_data_dir
 from abqa.flags import (add_load_arguments, add_mlflow_argument, add_order_argument, add_replay_argument,
                         add_sample_argument, add_squad_argument, add_squad_rules_arguments, add_threads_argument)
+from abqa.core.scoring import squad_rule
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +95,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_benchmark(args: argparse.Namespace) -> BenchmarkResult:
+    from abqa.core.hub import hub_reachable
     from abqa.export.cli import arm_specs_from_args, export_options_from_args
     from abqa.export.pipeline import export_arms
-    from abqa.export.sources import hub_reachable
     from abqa.serve.process import start_server
 
     run_dir = args.out or DEFAULT_RUNS_DIR / datetime.now().strftime("benchmark-%Y%m%d-%H%M%S")
@@ -147,22 +148,23 @@ def benchmark_squad_version(squad: str | None, version: str | None) -> str | Non
         obj, _ = read_json_file(squad, f"--squad {squad}")
     except AbqaError:
         return None  # the evaluate stage reports what is wrong with the file
-    return "2.0" if detect_version(obj) == "2.0" else None
+    detected = detect_version(obj)
+    return detected if squad_rule(detected).allows_no_answer else None
 
 
 def arms_for_version(version: str | None, arms: list[str] | None) -> list[str] | None:
     """The --arm list as given; on SQuAD v2.0 without --arm, the SQuAD2 pair (the v1.1 defaults cannot say "no
     answer")."""
-    if version == "2.0" and not arms:
+    if squad_rule(version).allows_no_answer and not arms:
         return [f"{name}={source}" for name, source in DEFAULT_ARMS_V2.items()]
     return arms
 
 
 def _v2_default_squad(version: str | None) -> str | None:
     """The load test's questions on a v2.0 run without --squad: the shared v2.0 dev set, like the evaluation."""
-    from abqa.core.squad import shared_dev_path
+    from abqa.core.data_sources import shared_dev_path
 
-    path = shared_dev_path("2.0") if version == "2.0" else None
+    path = shared_dev_path(version) if squad_rule(version).allows_no_answer else None
     return str(path) if path is not None else None
 
 
@@ -213,7 +215,8 @@ def _shared_replay(args: argparse.Namespace, run_dir: Path) -> Path | None:
     from abqa.client.runner import EvalOptions, run_evaluation
 
     data = shared_data_dir()
-    if data is None or args.squad not in (None, "shared") or args.squad_version == "2.0":  # the pair is v1.1
+    # The pair answered SQuAD v1.1: no replay on data with unanswerable questions.
+    if data is None or args.squad not in (None, "shared") or squad_rule(args.squad_version).allows_no_answer:
         return None
     files = {arm: data / "squad-v1.1" / "predictions" / name for arm, name in SHARED_REPLAY_PAIR.items()}
     if not all(path.is_file() for path in files.values()):

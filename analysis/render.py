@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from abqa.analysis.verdict import format_p
+from abqa.core.scoring import SQUAD_V1, SQUAD_V2, SQUAD_VERSIONS, ScoringRule, squad_rule
 
 # ---------------------------------------------------------------- blocks
 
@@ -249,7 +250,7 @@ def _methods(data: dict[str, Any]) -> list[str]:
     multilingual = (" Multilingual run: each question is scored under MLQA's convention for its language "
                     "(see Languages)." if data.get("languages") else "")
     return [
-        f"Accuracy: SQuAD v{squad_version(data)} exact match and token F1 per question (percent); failed and missing answers count "
+        f"Accuracy: SQuAD v{squad_rule_of(data).squad_version} exact match and token F1 per question (percent); failed and missing answers count "
         f"as wrong. Confidence intervals: {s['confidence']:.0%} percentile bootstrap over questions, "
         f"{s['bootstrap_resamples']:,} resamples, seed {s['seed']}.{multilingual}",
         "Pairs: questions are matched by id; only questions both arms answered enter the paired tests, and every "
@@ -276,15 +277,16 @@ BEST_THRESHOLD_HEADERS = ["arm", "questions searched", "EM % as answered", "best
                           "F1 % as answered", "best F1 %", "its threshold"]
 
 
-def squad_version(data: dict[str, Any]) -> str:
-    """The SQuAD rules the run was scored with ("1.1" unless meta.json's data set or the records say 2.0)."""
+def squad_rule_of(data: dict[str, Any]) -> ScoringRule:
+    """The SQuAD script the run was scored with (v1.1 unless the records or meta.json's data set say v2.0)."""
     if any(s.get("squad_v2") for s in data["arms"].values()):
-        return "2.0"
-    return "2.0" if str((data["run"].get("dataset") or {}).get("version")) == "2.0" else "1.1"
+        return SQUAD_V2
+    version = str((data["run"].get("dataset") or {}).get("version"))
+    return squad_rule(version) if version in SQUAD_VERSIONS else SQUAD_V1
 
 
 def squad_v2_methods(data: dict[str, Any]) -> list[str]:
-    if squad_version(data) != "2.0":
+    if not squad_rule_of(data).allows_no_answer:
         return []
     served = [s for s in data["arms"].values() if s.get("squad_v2") and s["provenance"]["kind"] == "served"]
     threshold = next((s["squad_v2"]["null_threshold"] for s in served

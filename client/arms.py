@@ -20,11 +20,11 @@ import numpy as np
 from abqa.core.config import MAX_SEQ_LENGTH, METADATA_FILENAME, TOKENIZER_DIRNAME, validate_arm_name
 from abqa.core.errors import AbqaError
 from abqa.core.io import read_json_file
-from abqa.core.metrics import score_question
 from abqa.core.qa import (Answer, answer_with_null_threshold, best_answer, encode_question, group_by_length,
                           load_tokenizer)
 from abqa.core.records import ExportMetadata
 from abqa.core.run import ArmInfo, ArmKind, EvalRecord, EvalStatus, TritonModel
+from abqa.core.scoring import SQUAD_V1, ScoringRule
 from abqa.core.squad import SquadQuestion
 
 log = logging.getLogger(__name__)
@@ -39,15 +39,15 @@ def utc_now() -> str:
 
 def scored_record(question: SquadQuestion, arm: str, prediction: str | None, *, started_at: str,
                   latency_ms: float | None = None, windows: int | None = None, tokens: int | None = None,
-                  status: EvalStatus = STATUS_OK, error: str | None = None, version: str = "1.1",
+                  status: EvalStatus = STATUS_OK, error: str | None = None, rule: ScoringRule = SQUAD_V1,
                   null_score_diff: float | None = None) -> EvalRecord:
-    """An eval.jsonl record: no prediction (failed or missing) scores 0, never disappears.
+    """An eval.jsonl record scored with the data set's `rule`: no prediction (failed or missing) scores 0, never
+    disappears. A multilingual run (XQuAD) scores by MLQA's convention in the question's language.
 
-    SQuAD v2.0 (`version`): scored with its rules (no answer = ""), and the record says whether the question has
-    an answer and carries the arm's no-answer score difference, when there is one."""
-    # A multilingual run (XQuAD) scores by MLQA's convention for the question's language.
-    score = score_question(prediction, question.answer_texts, version, question.language)
-    v2 = version == "2.0"
+    A rule that allows "no answer" (SQuAD v2.0: "" is right when there is none): the record says whether the
+    question has an answer and carries the arm's no-answer score difference, when there is one."""
+    score = rule.score(prediction, question.answer_texts, question.language)
+    v2 = rule.allows_no_answer
     return EvalRecord(id=question.id, arm=arm, prediction=prediction, em=score.em, f1=score.f1, latency_ms=latency_ms,
                       windows=windows, tokens=tokens, started_at=started_at, status=status, error=error,
                       language=question.language, has_answer=question.has_answer if v2 else None,
@@ -84,14 +84,14 @@ class ReplayArm:
     sha256: str
     predictions: dict[str, str]
     unknown_ids: list[str] = field(default_factory=list)   # ids not in the data set (ignored)
-    version: str = "1.1"                                    # SQuAD scoring rules of the data set
+    rule: ScoringRule = SQUAD_V1                            # how the data set's answers are scored
     na_probs: dict[str, float] | None = None                # SQuAD v2.0 na_prob file (id -> no-answer score)
     na_prob_path: Path | None = None
     na_prob_sha256: str | None = None
     kind = "replay"
 
     @classmethod
-    def load(cls, name: str, path: Path, split_ids: set[str], *, version: str = "1.1",
+    def load(cls, name: str, path: Path, split_ids: set[str], *, rule: ScoringRule = SQUAD_V1,
              na_prob_path: Path | None = None) -> "ReplayArm":
         where = f"--replay {name}={path}"
         obj, raw = read_json_file(path, where)
@@ -104,7 +104,7 @@ class ReplayArm:
         if na_prob_path is not None:
             na_prob_path = Path(na_prob_path)
             na_probs, na_prob_sha256 = load_na_probs(name, na_prob_path, predictions)
-        return cls(name, path, hashlib.sha256(raw).hexdigest(), predictions, unknown, version, na_probs, na_prob_path,
+        return cls(name, path, hashlib.sha256(raw).hexdigest(), predictions, unknown, rule, na_probs, na_prob_path,
                    na_prob_sha256)
 
     def answer(self, question: SquadQuestion) -> EvalRecord:
@@ -114,7 +114,7 @@ class ReplayArm:
         na_prob = self.na_probs.get(question.id) if self.na_probs is not None and prediction is not None else None
         return scored_record(question, self.name, prediction, started_at=utc_now(), status=status,
                              error=None if prediction is not None else "no prediction for this id in the replay file",
-                             version=self.version, null_score_diff=na_prob)
+                             rule=self.rule, null_score_diff=na_prob)
 
     def provenance(self, missing_ids: int) -> ArmInfo:
         na_prob = self.na_prob_path is not None
@@ -174,7 +174,7 @@ class ServedArm:
     protocol: str
     timeout_s: float = 60.0
     retry: Any = None
-    version: str = "1.1"            # SQuAD scoring rules; "2.0" answers "" when the null score wins
+    rule: ScoringRule = SQUAD_V1    # how answers are scored; if it allows "no answer": "" when the null score wins
     null_threshold: float = 0.0     # SQuAD v2.0: "" when null score - best span score > this
     kind = "served"
 
@@ -222,11 +222,11 @@ class ServedArm:
         started_at = utc_now()
         prediction = self.predict(question.question, question.context)
         text = prediction.answer.text
-        if self.version == "2.0":
+        if self.rule.allows_no_answer:
             text = answer_with_null_threshold(prediction.answer, self.null_threshold)
         return scored_record(question, self.name, text, started_at=started_at,
                              latency_ms=prediction.latency_ms, windows=prediction.windows, tokens=prediction.tokens,
-                             version=self.version, null_score_diff=prediction.answer.null_score_diff)
+                             rule=self.rule, null_score_diff=prediction.answer.null_score_diff)
 
     def predict(self, question: str, context: str) -> Prediction:
         """The best span for any question and context (no reference needed: the router and the app use this),
@@ -253,7 +253,7 @@ class ServedArm:
 
     def failed_record(self, question: SquadQuestion, started_at: str, error: str) -> EvalRecord:
         return scored_record(question, self.name, None, started_at=started_at, status=STATUS_FAILED, error=error,
-                             version=self.version)
+                             rule=self.rule)
 
     def provenance(self, failed: int = 0) -> ArmInfo:
         export = self.export

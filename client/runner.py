@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
 from abqa.core import config as core_config
+from abqa.core import data_sources
 from abqa.core.errors import AbqaError
 from abqa.core.machine import machine_info, package_versions
 from abqa.core.records import STANDIN_WARNING
@@ -29,7 +30,8 @@ from abqa.core.run import (ArmInfo, ClientInfo, DatasetInfo, EvalRecord, Languag
                            RunFolder, RunMeta, RunStatus, ServerInfo, SquadV2Settings, read_eval_records,
                            write_eval_records)
 from abqa.core.run.document import record_line
-from abqa.core.squad import SquadDataset, SquadQuestion, resolve_squad_version, select_questions
+from abqa.core.scoring import ScoringRule
+from abqa.core.squad import SquadDataset, SquadQuestion, select_questions
 from abqa.core.xquad import describe_parts
 from abqa.client.arms import STATUS_FAILED, ReplayArm, ServedArm, utc_now
 from abqa.client.resources import PeakSampler, client_peak_rss_mb, find_server_process
@@ -192,7 +194,7 @@ def check_resumable(previous: RunMeta | None, dataset: SquadDataset, options: Ev
         if arm is not None and arm.kind == "served":
             raise AbqaError(f"{where}: arm {name} was a served arm in this run; give the replay another name")
     old_v2 = previous.qa.squad_v2 if previous.qa is not None else None
-    if dataset.version == "2.0" and old_v2 is not None and old_v2.null_threshold != options.null_threshold:
+    if dataset.rule.allows_no_answer and old_v2 is not None and old_v2.null_threshold != options.null_threshold:
         raise AbqaError(f"{where} holds a run with --null-threshold {old_v2.null_threshold}, this one has "
                         f"{options.null_threshold}; use the same threshold to resume, or another --out")
 
@@ -326,7 +328,7 @@ def answer_or_fail(arm: ServedArm, question: SquadQuestion) -> EvalRecord:
 
 def run_evaluation(options: EvalOptions) -> EvalResult:
     validate_options(options)
-    dataset = resolve_squad_version(options.squad, options.version)
+    dataset = data_sources.resolve(options.squad, options.version)
     questions = select_questions(dataset, limit=options.limit, sample=options.sample, seed=options.seed)
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -347,7 +349,7 @@ def run_evaluation(options: EvalOptions) -> EvalResult:
 
     split_ids = set(dataset.ids())
     na_prob_files = dict(options.na_probs)
-    replays = {name: ReplayArm.load(name, Path(path), split_ids, version=dataset.version,
+    replays = {name: ReplayArm.load(name, Path(path), split_ids, rule=dataset.rule,
                                     na_prob_path=na_prob_files.get(name))
                for name, path in options.replays}
     _check_replay_files(previous, replays, out)
@@ -366,7 +368,7 @@ def run_evaluation(options: EvalOptions) -> EvalResult:
                 url = server_handle.grpc_url if options.protocol == "grpc" else server_handle.http_address
             for name in options.arms:
                 arm = ServedArm(name, Path(options.model_repository), url, options.protocol, options.timeout_s,
-                                options.retry, version=dataset.version, null_threshold=options.null_threshold)
+                                options.retry, rule=dataset.rule, null_threshold=options.null_threshold)
                 workers[name] = _Worker(arm)
                 workers[name].submit(arm.connect).result()
             found = find_server_process(url)
@@ -410,14 +412,14 @@ def run_evaluation(options: EvalOptions) -> EvalResult:
     summaries = summarize(records, options.arm_names, kinds, {q.id for q in questions})
     resume = resume_command(options) if status != STATUS_COMPLETE else None
     return EvalResult(out, status, summaries, message, resume,
-                      _breakdowns(records, options, questions, dataset.version, kinds))
+                      _breakdowns(records, options, questions, dataset.rule, kinds))
 
 
-def _breakdowns(records: list[EvalRecord], options: EvalOptions, questions: list[SquadQuestion], version: str,
+def _breakdowns(records: list[EvalRecord], options: EvalOptions, questions: list[SquadQuestion], rule: ScoringRule,
                 kinds: dict[str, str]) -> dict[str, dict[str, list[ArmSummary]]]:
     groupings = {
         "language": {q.id: q.language for q in questions},
-        "answerability": answerability_groups({q.id: q.has_answer if version == "2.0" else None
+        "answerability": answerability_groups({q.id: q.has_answer if rule.allows_no_answer else None
                                                for q in questions}),
     }
     found = {column: summarize_by_group(records, options.arm_names, kinds, groups)
@@ -560,7 +562,7 @@ def _build_meta(options: EvalOptions, dataset: SquadDataset, questions: list[Squ
         qa=QaSettings(max_seq_length=core_config.MAX_SEQ_LENGTH, doc_stride=core_config.DOC_STRIDE,
                       n_best=core_config.N_BEST, max_answer_length=core_config.MAX_ANSWER_LENGTH,
                       pad_multiple=core_config.PAD_MULTIPLE,
-                      squad_v2=squad_v2_meta(options) if dataset.version == "2.0" else None),
+                      squad_v2=squad_v2_meta(options) if dataset.rule.allows_no_answer else None),
         arms=arms,
         server=server,
         client=ClientInfo(peak_rss_mb=_max_or_none(client_peak_rss_mb(), old_client)),

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import logging
-import os
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from abqa.core.config import ArmSpec
 from abqa.core.errors import AbqaError
+from abqa.core.hub import offline_requested
 from abqa.export.standins import (MULTILINGUAL_STANDIN_NOTE, build_standin_checkpoint,
                                  standin_architecture_for, standin_multilingual_overrides)
 
@@ -37,27 +35,6 @@ class ResolvedCheckpoint:
     revision: str | None = None
 
 
-def hub_offline_requested() -> bool:
-    """The Hugging Face convention: HF_HUB_OFFLINE=1 means the hub must not be contacted."""
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-def hub_reachable(timeout_s: float = 3.0) -> bool:
-    """One HEAD request to the hub's endpoint (HF_ENDPOINT honoured); HF_HUB_OFFLINE=1 means no."""
-    if hub_offline_requested():
-        return False
-    from huggingface_hub import constants
-
-    request = urllib.request.Request(constants.ENDPOINT, method="HEAD")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_s):
-            return True
-    except urllib.error.HTTPError:
-        return True  # the hub answered, even if with an error status
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
-
-
 def resolve_checkpoint(
     spec: ArmSpec,
     workdir: Path,
@@ -75,7 +52,7 @@ def resolve_checkpoint(
         return ResolvedCheckpoint(local.resolve(), str(local.resolve()), "local", standin=False)
     if _looks_like_path(spec.source):
         raise AbqaError(f"arm {spec.name!r}: local checkpoint folder {spec.source} does not exist")
-    if offline or hub_offline_requested():
+    if offline or offline_requested():
         architecture = standin_architecture_for(spec.name, spec.source)
         print(STANDIN_BANNER.format(arm=spec.name, source=spec.source, architecture=architecture), flush=True)
         multilingual = standin_multilingual_overrides(spec.name, spec.source)

@@ -230,12 +230,12 @@ def build_pool(arms: Sequence[str], repository: str | Path, *, squad: str | None
                fetch_metadata: Callable[[str], Mapping[str, Any]] | None = None) -> RequestPool:
     """Tokenise SQuAD questions with each arm's tokenizer (model_repository/<arm>/tokenizer) into a pool."""
     from abqa.core.qa import encode_question, load_tokenizer
-    from abqa.core.squad import resolve_squad
+    from abqa.core.data_sources import resolve
 
     repository = Path(repository)
     specs = {arm: resolve_arm_tensors(arm, repository, fetch_metadata) for arm in arms}
     tokenizers = {arm: load_tokenizer(repository / arm / TOKENIZER_DIRNAME) for arm in arms}
-    dataset = resolve_squad(squad)
+    dataset = resolve(squad)
 
     def encode(arm: str, question: str, context: str) -> list[dict[str, np.ndarray]]:
         windows = encode_question(tokenizers[arm], question, context, input_names=specs[arm].input_names)

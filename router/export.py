@@ -16,12 +16,13 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Mapping
 
 from abqa.core.errors import AbqaError
-from abqa.core.metrics import score_answer
 from abqa.core.run import (ArmInfo, ArmKind, DatasetInfo, EvalRecord, EvalStatus, RoutedInfo, RouterInfo,
                            RouterRecordCounts, RunFolder, RunKind, RunMeta, RunStatus, ServerInfo, write_eval_records)
+from abqa.core.scoring import SQUAD_V1, ScoringRule
+from abqa.core.squad import SquadQuestion
 from abqa.router.requestlog import (STATUS_OK, LogEntry, experiments, latest_session, make_engine, read_entries,
                                     redact_url)
 
@@ -38,25 +39,27 @@ class ExportResult:
     unknown_squad_ids: int
 
 
-def entry_to_record(entry: LogEntry, references: Mapping[str, Sequence[str]] | None) -> EvalRecord:
+def entry_to_record(entry: LogEntry, questions: Mapping[str, SquadQuestion] | None,
+                    rule: ScoringRule = SQUAD_V1) -> EvalRecord:
     """One eval.jsonl record, with where the answer came from in the router (`routed`)."""
     started_at = entry.received_at.astimezone(timezone.utc).isoformat(timespec="milliseconds")
-    answers = references.get(entry.squad_id) if (references is not None and entry.squad_id) else None
+    question = questions.get(entry.squad_id) if (questions is not None and entry.squad_id) else None
     common = dict(id=entry.request_id, arm=entry.arm, windows=entry.windows, tokens=entry.tokens,
                   started_at=started_at, routed=RoutedInfo(role=entry.role, assignment=entry.assignment,
                                                            squad_id=entry.squad_id, span_score=entry.score))
     if entry.status != STATUS_OK:
         return EvalRecord(**common, prediction=None, em=0.0, f1=0.0, latency_ms=None, status=EvalStatus.FAILED,
                           error=entry.error)
-    if answers:
-        score = score_answer(entry.answer or "", answers)
+    if question is not None and (question.has_answer or rule.allows_no_answer):
+        score = rule.score(entry.answer or "", question.answer_texts, question.language)
         return EvalRecord(**common, prediction=entry.answer, em=score.em, f1=score.f1, latency_ms=entry.latency_ms)
     return EvalRecord(**common, prediction=entry.answer, em=None, f1=None, latency_ms=entry.latency_ms,
                       status=EvalStatus.UNSCORED)
 
 
-def log_to_records(entries: Iterable[LogEntry], references: Mapping[str, Sequence[str]] | None) -> list[EvalRecord]:
-    return [entry_to_record(entry, references) for entry in entries]
+def log_to_records(entries: Iterable[LogEntry], questions: Mapping[str, SquadQuestion] | None,
+                   rule: ScoringRule = SQUAD_V1) -> list[EvalRecord]:
+    return [entry_to_record(entry, questions, rule) for entry in entries]
 
 
 def choose_experiment(available: list[tuple[str, int, datetime, datetime]], wanted: str | None, db: str) -> str:
@@ -94,14 +97,14 @@ def export_log(db_url: str, out: str | Path, *, experiment: str | None = None, s
 
     squad_ids = {entry.squad_id for entry in entries if entry.squad_id}
     dataset = None
-    references = None
+    questions = None
     if squad_ids:
-        from abqa.core.squad import resolve_squad
+        from abqa.core.data_sources import resolve
 
-        dataset = resolve_squad(squad)
-        references = dataset.references()
-    records = log_to_records(entries, references)
-    unknown = sorted(squad_ids - set(references or {}))
+        dataset = resolve(squad)
+        questions = {question.id: question for question in dataset.questions}
+    records = log_to_records(entries, questions, dataset.rule if dataset is not None else SQUAD_V1)
+    unknown = sorted(squad_ids - set(questions or {}))
     if unknown:
         log.warning("%d SQuAD id(s) in the log are not in %s (e.g. %s): those answers are unscored",
                     len(unknown), dataset.path, ", ".join(unknown[:3]))

@@ -1,9 +1,14 @@
-"""The package's shape: the shared core imports no stage, and no modules import each other in a circle."""
+"""The package's shape: the shared core imports no stage (not even inside a function), each core module imports
+on its own, and no modules import each other in a circle."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 import abqa
 
@@ -87,6 +92,15 @@ def test_core_modules_import_each_other_without_a_cycle():
     core = {module: {t for t in targets if t.startswith(CORE)}
             for module, targets in graph(module_level_only=False).items() if module.startswith(CORE)}
     assert cycles(core) == []
+    # The data layer in its order: squad knows nothing of XQuAD nor of where data comes from.
+    assert "abqa.core.squad" in core["abqa.core.xquad"]
+    assert not core["abqa.core.squad"] & {"abqa.core.xquad", "abqa.core.data_sources", "abqa.core.hub"}
+
+
+@pytest.mark.parametrize("module", sorted(name for name in modules() if name.startswith(CORE)))
+def test_each_core_module_imports_in_a_fresh_interpreter(module):
+    result = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
 
 
 def test_no_module_level_import_cycle_in_the_package():

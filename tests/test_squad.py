@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from abqa.core import squad
+from abqa.core import data_sources, hub, squad
+from abqa.core.data_sources import resolve as resolve_squad
 from abqa.core.errors import AbqaError
 from abqa.core.squad import (
     SOURCE_BUILTIN,
@@ -18,7 +19,6 @@ from abqa.core.squad import (
     load_builtin_sample,
     load_squad_file,
     parse_squad,
-    resolve_squad,
     select_questions,
     to_squad_json,
 )
@@ -151,16 +151,16 @@ def test_builtin_sample_is_a_valid_squad_file_with_exact_spans():
 
 def test_resolve_prefers_an_explicit_path(tmp_path, caplog):
     path = write(tmp_path, GOOD)
-    with caplog.at_level(logging.WARNING, logger="abqa.core.squad"):
+    with caplog.at_level(logging.WARNING, logger="abqa.core.data_sources"):
         dataset = resolve_squad(str(path))
     assert dataset.source == SOURCE_PATH and dataset.path == str(path)
     assert "SQuAD data: file" in caplog.text
 
 
 def test_resolve_falls_back_to_the_builtin_sample_loudly(monkeypatch, caplog):
-    monkeypatch.setattr(squad, "shared_data_dir", lambda: None)
-    monkeypatch.setattr(squad, "_datasets_installed", lambda: False)
-    with caplog.at_level(logging.WARNING, logger="abqa.core.squad"):
+    monkeypatch.setattr(data_sources, "shared_data_dir", lambda: None)
+    monkeypatch.setattr(hub, "datasets_installed", lambda: False)
+    with caplog.at_level(logging.WARNING, logger="abqa.core.data_sources"):
         dataset = resolve_squad(None)
     assert dataset.source == SOURCE_BUILTIN
     assert "BUILT-IN SAMPLE" in caplog.text

@@ -15,6 +15,7 @@ import pytest
 from abqa.analysis.report import build_report
 from abqa.cli import main
 from abqa.client.arms import scored_record
+from abqa.core.data_sources import resolve as resolve_squad_version
 from abqa.core.errors import AbqaError
 from abqa.core.io import read_jsonl
 from abqa.core.metrics import (
@@ -29,6 +30,7 @@ from abqa.core.metrics import (
     score_predictions,
 )
 from abqa.core.qa import Window, answer_with_null_threshold, best_answer, null_score
+from abqa.core.scoring import SQUAD_V2
 from abqa.core.squad import (
     SquadAnswer,
     SquadQuestion,
@@ -36,7 +38,6 @@ from abqa.core.squad import (
     load_builtin_sample,
     load_squad_file,
     parse_squad,
-    resolve_squad_version,
 )
 
 # The shared file and the scores its README lists for it (official v2.0 metric, whole dev set).
@@ -174,7 +175,7 @@ def test_forced_version_on_the_builtin_sample_and_refused_on_v2_data(tmp_path):
 
 def test_records_of_a_v2_run_carry_has_answer_and_the_score_difference():
     question = SquadQuestion("u", "Where is Rome?", "Paris is in France.", (), "T")
-    record = scored_record(question, "arm", "", started_at="t", version="2.0", null_score_diff=1.5)
+    record = scored_record(question, "arm", "", started_at="t", rule=SQUAD_V2, null_score_diff=1.5)
     assert (record.em, record.f1, record.has_answer, record.null_score_diff) == (1.0, 1.0, False, 1.5)
     answerable = SquadQuestion("a", "Where is Paris?", "Paris is in France.", (SquadAnswer("France", 12),), "T")
     v1 = scored_record(answerable, "arm", "France", started_at="t")

@@ -12,7 +12,8 @@ import pytest
 
 from abqa.analysis.report import build_report
 from abqa.cli import main
-from abqa.core import xquad
+from abqa.core import hub, xquad
+from abqa.core.data_sources import resolve as resolve_squad
 from abqa.core.errors import AbqaError
 from abqa.core.metrics import (
     MULTILINGUAL_LANGUAGES,
@@ -26,7 +27,7 @@ from abqa.core.metrics import (
     normalize_answer,
     score_answer_in_language,
 )
-from abqa.core.squad import resolve_squad, select_questions
+from abqa.core.squad import select_questions
 from abqa.core.xquad import parse_xquad_arg, qualify_id, split_qualified_id
 from abqa.flags import SquadArgAction
 import run_builders
@@ -58,7 +59,7 @@ def fake_shared(tmp_path, monkeypatch) -> Path:
     for language in LANGUAGES:
         xquad_file(root / "xquad" / f"xquad.{language}.json", language)
     monkeypatch.setenv("ABQA_SHARED_DATA", str(root))
-    monkeypatch.setattr(xquad, "_datasets_installed", lambda: False)
+    monkeypatch.setattr(hub, "datasets_installed", lambda: False)
     return root
 
 
@@ -111,7 +112,7 @@ def test_unknown_and_unavailable_languages_are_clear_errors(fake_shared):
 
 
 def test_explicit_file_for_a_language(tmp_path, monkeypatch):
-    monkeypatch.setattr(xquad, "_datasets_installed", lambda: False)
+    monkeypatch.setattr(hub, "datasets_installed", lambda: False)
     path = xquad_file(tmp_path / "thai.json", "th", n=2)
     dataset = resolve_squad(f"xquad.th={path}")
     assert dataset.ids() == ["th:q0", "th:q1"] and dataset.source == "path"

@@ -11,8 +11,10 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from abqa.core import data_sources
 from abqa.core.errors import AbqaError
-from abqa.core.squad import SOURCE_BUILTIN, SquadDataset, resolve_squad
+from abqa.core.scoring import SQUAD_V1, ScoringRule
+from abqa.core.squad import SOURCE_BUILTIN, SquadDataset
 from abqa.router.backend import BackendUnavailable
 from abqa.ui import logic
 
@@ -24,7 +26,7 @@ st.set_page_config(page_title="abqa: BERT vs DistilBERT", layout="wide")
 
 @st.cache_resource(show_spinner="Loading the SQuAD questions…")
 def load_dataset(squad: str | None) -> SquadDataset:
-    return resolve_squad(squad)
+    return data_sources.resolve(squad)
 
 
 @st.cache_resource(show_spinner="Loading the replayed prediction files…")
@@ -71,10 +73,10 @@ def show_results(results: list[logic.ArmResult]) -> None:
                "reference answers, in percent.")
 
 
-def ask(question, backend, served, replays, version: str, key: str) -> None:
+def ask(question, backend, served, replays, rule: ScoringRule, key: str) -> None:
     """Answer with every arm and keep the answers for this question until another is asked."""
     with st.spinner("Asking every arm…"):
-        results = logic.answer_with_every_arm(question, backend, served, replays, version=version)
+        results = logic.answer_with_every_arm(question, backend, served, replays, rule=rule)
     st.session_state["answers"] = (key, results)
 
 
@@ -156,7 +158,7 @@ def ask_tab(settings: logic.UiSettings, via_router: bool, address: str, reposito
             return
         key = f"squad:{question.id}"
         if st.button("Answer with every arm", type="primary", key="ask-squad", disabled=not (served or replays)):
-            ask(question, backend, served, replays, dataset.version, key)
+            ask(question, backend, served, replays, dataset.rule, key)
     else:
         with st.form("free-text"):
             text = st.text_input("Your question", key="free-question")
@@ -167,7 +169,7 @@ def ask_tab(settings: logic.UiSettings, via_router: bool, address: str, reposito
             if not text.strip() or not context.strip():
                 st.error("Type a question and a context.")
                 return
-            ask(logic.free_question(text, context), backend, served, {}, "1.1", key)
+            ask(logic.free_question(text, context), backend, served, {}, SQUAD_V1, key)
     show_results(answers_for(key))
 
 

@@ -19,9 +19,9 @@ from typing import Any, Mapping, Sequence
 
 from abqa.core.config import DEFAULT_HOST, DEFAULT_MODEL_REPOSITORY, DEFAULT_RUNS_DIR, GRPC_PORT, METADATA_FILENAME
 from abqa.core.errors import AbqaError
-from abqa.core.metrics import score_question
 from abqa.core.records import ExportMetadata
 from abqa.core.run import REPORT_JSON, ReportData, RunFolder
+from abqa.core.scoring import SQUAD_V1, ScoringRule
 from abqa.core.squad import SOURCE_SHARED, SquadDataset, SquadQuestion
 from abqa.router.backend import AnswerFailed, ArmAnswer, BackendUnavailable
 
@@ -333,20 +333,20 @@ class ArmResult:
     error: str | None = None
 
 
-def score(prediction: str | None, question: SquadQuestion, version: str) -> tuple[float | None, float | None]:
-    """Official EM/F1 when the question comes from a data set (it has an id) and there is an answer: the rule
-    `abqa evaluate` scores it with (MLQA's for an XQuAD question's language, else the SQuAD version's)."""
+def score(prediction: str | None, question: SquadQuestion, rule: ScoringRule) -> tuple[float | None, float | None]:
+    """Official EM/F1 when the question comes from a data set (it has an id) and there is an answer, with the data
+    set's rule, as `abqa evaluate` scores it (MLQA's in the question's language for XQuAD)."""
     if prediction is None or not question.id:
         return None, None
     try:
-        result = score_question(prediction, question.answer_texts, version, question.language)
-    except ValueError:  # a SQuAD version the metric does not score
+        result = rule.score(prediction, question.answer_texts, question.language)
+    except ValueError:  # a question the rule cannot score (no language for MLQA's, no reference answer)
         return None, None
     return result.em, result.f1
 
 
 def answer_with_every_arm(question: SquadQuestion, backend: Any, served: Sequence[ArmCard],
-                          replays: Mapping[str, Any], *, version: str = "1.1") -> list[ArmResult]:
+                          replays: Mapping[str, Any], *, rule: ScoringRule = SQUAD_V1) -> list[ArmResult]:
     """Every arm's answer side by side: the served arms one after another (so none slows another down), then the
     replayed files. A failing arm gets its error in its own result; the others still answer."""
     results = []
@@ -357,7 +357,7 @@ def answer_with_every_arm(question: SquadQuestion, backend: Any, served: Sequenc
             results.append(ArmResult(card.name, card.kind, card.standin, card.source, None, None, None, None,
                                      error=str(exc)))
             continue
-        em, f1 = score(answer.answer, question, version)
+        em, f1 = score(answer.answer, question, rule)
         results.append(ArmResult(card.name, card.kind, card.standin, card.source, answer.answer, em, f1,
                                  answer.latency_ms, answer.score))
     for name, replay in replays.items():
@@ -368,7 +368,7 @@ def answer_with_every_arm(question: SquadQuestion, backend: Any, served: Sequenc
         else:
             prediction = replay.predictions.get(question.id)
             error = None if prediction is not None else f"no prediction for {question.id} in {replay.path}"
-        em, f1 = score(prediction, question, version)
+        em, f1 = score(prediction, question, rule)
         results.append(ArmResult(name, card.kind, card.standin, card.source, prediction, em, f1, None, error=error))
     return results
 

@@ -6,8 +6,9 @@ SQuAD v1.1 evaluation script line for line, so the scores match the leaderboard'
 prediction scores 0 and ids outside the split are ignored and counted.
 
 SQuAD v2.0 differs only in how a question with no reference answer is scored (the reference is "" and F1 is
-1 only when the prediction is also empty). That rule lives in `references_for_scoring` / `_RULES` and
-`f1_function`; the v2.0 script's no-answer threshold and HasAns/NoAns breakdown are in the v2.0 section below.
+1 only when the prediction is also empty). That difference lives in `_SQUAD_SCRIPTS` (`references_for_scoring`,
+`f1_function`); the v2.0 script's no-answer threshold and HasAns/NoAns breakdown are in the v2.0 section below.
+Which of these functions scores a run is `abqa.core.scoring`'s choice (its rule objects).
 """
 
 from __future__ import annotations
@@ -73,15 +74,9 @@ def _references_v2(answers: Sequence[str]) -> list[str]:
     return kept or [""]
 
 
-_RULES: dict[str, Callable[[Sequence[str]], list[str]]] = {"1.1": _references_v1, "2.0": _references_v2}
-
-
 def references_for_scoring(answers: Sequence[str], version: str = "1.1") -> list[str]:
     """The reference texts the metric compares against, by SQuAD version (v2.0 would map [] to [""])."""
-    try:
-        return _RULES[version](answers)
-    except KeyError:
-        raise ValueError(f"SQuAD version {version!r} is not supported (supported: {', '.join(_RULES)})") from None
+    return _squad_script(version).references(answers)
 
 
 @dataclass(frozen=True)
@@ -244,15 +239,6 @@ def score_answer_in_language(prediction: str | None, answers: Sequence[str], lan
     )
 
 
-def score_question(prediction: str | None, answers: Sequence[str], version: str = "1.1",
-                   language: str | None = None) -> QuestionScore:
-    """The one scoring rule for a question: MLQA's convention when it has a language (XQuAD), else the official
-    SQuAD script of `version`."""
-    if language:
-        return score_answer_in_language(prediction, answers, language)
-    return score_answer(prediction, answers, version)
-
-
 # --- SQuAD v2.0: unanswerable questions, HasAns/NoAns, the no-answer threshold -----------------------------------
 # The official v2.0 evaluation script ("Official evaluation script for SQuAD version 2.0"), as pure functions:
 # `f1_score_v2` is its compute_f1, `apply_no_answer_threshold` its apply_no_ans_threshold, `find_best_threshold`
@@ -271,7 +257,25 @@ def f1_score_v2(prediction: str, ground_truth: str) -> float:
 
 def f1_function(version: str = "1.1") -> Callable[[str, str], float]:
     """The token F1 of a SQuAD version (v1.1's gives 0 when both sides are empty, v2.0's gives 1)."""
-    return f1_score_v2 if version == "2.0" else f1_score
+    return _squad_script(version).f1
+
+
+@dataclass(frozen=True)
+class _SquadScript:
+    """What the official script of one SQuAD version does differently: the references and the token F1."""
+
+    references: Callable[[Sequence[str]], list[str]]
+    f1: Callable[[str, str], float]
+
+
+_SQUAD_SCRIPTS = {"1.1": _SquadScript(_references_v1, f1_score), "2.0": _SquadScript(_references_v2, f1_score_v2)}
+
+
+def _squad_script(version: str) -> _SquadScript:
+    try:
+        return _SQUAD_SCRIPTS[version]
+    except KeyError:
+        raise ValueError(f"SQuAD version {version!r} is not supported (supported: {', '.join(_SQUAD_SCRIPTS)})") from None
 
 
 def squad_v2_breakdown(exact: Mapping[str, float], f1: Mapping[str, float],

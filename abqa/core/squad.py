@@ -1,12 +1,12 @@
-"""SQuAD data: typed questions, a validating loader, seeded subsets, and which data set a run uses.
+"""SQuAD data: typed questions, a validating loader and seeded subsets.
 
 The official layout is `{"version", "data": [{"title", "paragraphs": [{"context", "qas": [{"id", "question",
 "answers": [{"text", "answer_start"}]}]}]}]}`. Every error names where it is: the article (title and index), the
 paragraph index and the question id, so a broken file can be fixed without a debugger.
 
-`resolve_squad(arg)` picks the data set of a run: an explicit path, `squad` (the Hugging Face hub's validation
-split, through `datasets` when it is installed and online), the shared dev set beside the project, or the small
-built-in sample in `abqa/core/sample/` written for this project (original text, not SQuAD's); it logs which.
+Loaders for a file, the Hugging Face hub (through `datasets`, when installed) and the small built-in sample in
+`abqa/core/sample/` written for this project (original text, not SQuAD's). Which of them a run uses (`--squad`)
+is `abqa.core.data_sources`'s choice; multilingual data sets are built from these pieces by `abqa.core.xquad`.
 """
 
 from __future__ import annotations
@@ -15,15 +15,14 @@ import hashlib
 import json
 import logging
 import random
-import socket
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from abqa.core.config import shared_data_dir
 from abqa.core.errors import AbqaError
 from abqa.core.io import read_json_file
+from abqa.core.scoring import ScoringRule, rule_for, squad_rule
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +83,19 @@ class SquadDataset:
     def ids(self) -> list[str]:
         return [question.id for question in self.questions]
 
+    @property
+    def rule(self) -> ScoringRule:
+        """How its answers are scored (`abqa.core.scoring`): MLQA's convention when it is made of language parts
+        (XQuAD), else the official SQuAD script of its version."""
+        return rule_for(self.version, multilingual=bool(self.parts))
+
 
 # --- parsing and validation (pure) -------------------------------------------------------------------------------
 
 
 def detect_version(obj: Any) -> str:
     """"2.0" when the file says so (its "version" is "v2.0" in the official file) or when any question carries
-    `is_impossible`; otherwise "1.1". These are the two scoring rules there are (`abqa.core.metrics`)."""
+    `is_impossible`; otherwise "1.1": the two official SQuAD scripts there are (`abqa.core.scoring`)."""
     declared = str(obj.get("version", "") if isinstance(obj, dict) else "").strip().lower().lstrip("v")
     if declared.startswith("2"):
         return "2.0"
@@ -114,7 +119,8 @@ def parse_squad(obj: Any, *, where: str = "SQuAD file", sha256: str = "", path: 
     """
     if not isinstance(obj, dict) or not isinstance(obj.get("data"), list):
         raise AbqaError(f"{where}: not a SQuAD file: expected a JSON object with a list under \"data\"")
-    version = _checked_version(version, where) or detect_version(obj)
+    version = version or detect_version(obj)
+    rule = squad_rule(version, where=where)
     problems: list[str] = []
     warnings: list[str] = []
     questions: list[SquadQuestion] = []
@@ -146,7 +152,7 @@ def parse_squad(obj: Any, *, where: str = "SQuAD file", sha256: str = "", path: 
                 problems.append(f"{paragraph_where}: \"qas\" missing or not a list")
                 continue
             for qa_index, qa in enumerate(qas):
-                question = _parse_question(qa, qa_index, paragraph_where, title, context, version, problems, warnings)
+                question = _parse_question(qa, qa_index, paragraph_where, title, context, rule, problems, warnings)
                 if question is None:
                     continue
                 if question.id in seen:
@@ -163,7 +169,7 @@ def parse_squad(obj: Any, *, where: str = "SQuAD file", sha256: str = "", path: 
     return SquadDataset(version, sha256, path, questions, source, warnings)
 
 
-def _parse_question(qa: Any, qa_index: int, paragraph_where: str, title: str, context: str, version: str,
+def _parse_question(qa: Any, qa_index: int, paragraph_where: str, title: str, context: str, rule: ScoringRule,
                     problems: list[str], warnings: list[str]) -> SquadQuestion | None:
     if not isinstance(qa, dict):
         problems.append(f"{paragraph_where}, question #{qa_index}: not an object")
@@ -181,9 +187,9 @@ def _parse_question(qa: Any, qa_index: int, paragraph_where: str, title: str, co
     if not isinstance(raw_answers, list):
         problems.append(f"{where}: \"answers\" missing or not a list")
         return None
-    if not raw_answers and version != "2.0":
+    if not raw_answers and not rule.allows_no_answer:
         hint = " (the file has unanswerable questions: use --version 2.0)" if qa.get("is_impossible") else ""
-        problems.append(f"{where}: no reference answers (SQuAD v{version} needs at least one){hint}")
+        problems.append(f"{where}: no reference answers (SQuAD v{rule.squad_version} needs at least one){hint}")
         return None
     answers = []
     for answer_index, answer in enumerate(raw_answers):
@@ -201,15 +207,6 @@ def _parse_question(qa: Any, qa_index: int, paragraph_where: str, title: str, co
     if len(answers) != len(raw_answers):
         return None
     return SquadQuestion(question_id, text, context, tuple(answers), title)
-
-
-SQUAD_VERSIONS = ("1.1", "2.0")
-
-
-def _checked_version(version: str | None, where: str) -> str | None:
-    if version is not None and version not in SQUAD_VERSIONS:
-        raise AbqaError(f"{where}: SQuAD version {version!r} is not supported (supported: {', '.join(SQUAD_VERSIONS)})")
-    return version
 
 
 def to_squad_json(questions: list[SquadQuestion], version: str = "1.1") -> dict:
@@ -236,11 +233,10 @@ def to_squad_json(questions: list[SquadQuestion], version: str = "1.1") -> dict:
 
 def select_questions(dataset: SquadDataset, *, limit: int | None = None, sample: int | None = None,
                      seed: int = 0) -> list[SquadQuestion]:
-    """The questions a run evaluates: a seeded random `sample` (kept in split order), then the first `limit`."""
-    if dataset.parts:  # several languages: --sample and --limit apply to each language (abqa.core.xquad)
-        from abqa.core.xquad import select_per_language
-
-        return select_per_language(dataset, limit=limit, sample=sample, seed=seed)
+    """The questions a run evaluates: a seeded random `sample` (kept in split order), then the first `limit`.
+    A data set of several language parts (abqa.core.xquad) is sampled and limited in each language on its own."""
+    if dataset.parts:
+        return _select_per_language(dataset, limit=limit, sample=sample, seed=seed)
     questions = list(dataset.questions)
     if sample is not None:
         if sample <= 0:
@@ -253,6 +249,18 @@ def select_questions(dataset: SquadDataset, *, limit: int | None = None, sample:
             raise AbqaError(f"--limit {limit}: must be a positive number of questions")
         questions = questions[:limit]
     return questions
+
+
+def _select_per_language(dataset: SquadDataset, *, limit: int | None, sample: int | None,
+                         seed: int) -> list[SquadQuestion]:
+    """`select_questions` applied to each language on its own (same seed), languages in the run's order: with one
+    seed the sample takes the same positions in every language (the same questions in XQuAD's parallel files)."""
+    selected: list[SquadQuestion] = []
+    for part in dataset.parts:
+        own = [question for question in dataset.questions if question.language == part["language"]]
+        single = SquadDataset(dataset.version, part["sha256"], part["path"], own, part["source"])
+        selected += select_questions(single, limit=limit, sample=sample, seed=seed)
+    return selected
 
 
 # --- loading (side effects at the edge) ---------------------------------------------------------------------------
@@ -276,14 +284,6 @@ def builtin_sample_path() -> Path:
 
 def load_builtin_sample() -> SquadDataset:
     return load_squad_file(builtin_sample_path(), source=SOURCE_BUILTIN)
-
-
-def hub_reachable(host: str = "huggingface.co", port: int = 443, timeout_s: float = 3.0) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
 
 
 def load_squad_hub(name: str = HUB_DATASET, split: str = "validation") -> SquadDataset:
@@ -316,100 +316,3 @@ def load_hub_split(name: str, split: str, *, config: str | None = None, flag: st
     canonical = json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode("utf-8")
     return parse_squad(obj, where=f"hub dataset {where}", sha256=hashlib.sha256(canonical).hexdigest(),
                        path=f"hub:{where}", source=SOURCE_HUB)
-
-
-def shared_dev_path(version: str = "1.1") -> Path | None:
-    root = shared_data_dir()
-    if root is None:
-        return None
-    if version == "2.0":  # the SQuAD v2.0 dev set, when the shared folder has it
-        path = root / "squad-v2.0" / "dev-v2.0.json"
-        return path if path.is_file() else None
-    return root / "squad-v1.1" / "dev-v1.1.json"
-
-
-def is_multilingual_arg(arg: str) -> bool:
-    """`--squad xquad.de,xquad.zh` (names, `xquad.<lang>=PATH`, or files named xquad.<lang>.json)."""
-    from abqa.core.xquad import parse_xquad_arg
-
-    return parse_xquad_arg(arg) is not None
-
-
-def resolve_squad(arg: str | None) -> SquadDataset:
-    """The run's data set, announced in the log.
-
-    `arg` is a path (used as given), `squad` (the hub), `shared` (the dev set beside the project), `builtin`
-    (the built-in sample), or None: then the shared dev set when it is there, else the hub when `datasets` is
-    installed and the hub answers, else the built-in sample. The shared file comes before the hub because it
-    is the same split, already on disk, and checked against the published scores.
-    """
-    if arg and is_multilingual_arg(arg):  # xquad.de,xquad.zh: one data set per language (abqa.core.xquad)
-        from abqa.core.xquad import resolve_xquad
-
-        return resolve_xquad(arg)
-    if arg == HUB_DATASET and not Path(arg).exists():
-        dataset = load_squad_hub(arg)
-        log.warning("SQuAD data: Hugging Face hub %s (%d questions)", dataset.path, len(dataset))
-        return dataset
-    if arg == "shared":
-        path = shared_dev_path()
-        if path is None:
-            raise AbqaError("--squad shared: ../shared/data/squad-v1.1/dev-v1.1.json is not beside the project")
-        return _announce(load_squad_file(path, source=SOURCE_SHARED))
-    if arg in ("builtin", "sample"):
-        return _announce(load_builtin_sample(), reason=f"--squad {arg}")
-    if arg:
-        return _announce(load_squad_file(arg, source=SOURCE_PATH))
-    path = shared_dev_path()
-    if path is not None:
-        return _announce(load_squad_file(path, source=SOURCE_SHARED))
-    if _datasets_installed() and hub_reachable():
-        try:
-            dataset = load_squad_hub()
-            log.warning("SQuAD data: Hugging Face hub %s (%d questions)", dataset.path, len(dataset))
-            return dataset
-        except AbqaError as exc:
-            log.warning("%s", exc)
-    return _announce(load_builtin_sample(), reason="no --squad given, no ../shared/data, no hub")
-
-
-def resolve_squad_version(arg: str | None, version: str | None = None) -> SquadDataset:
-    """`resolve_squad` with `--version`: None keeps the version detected from the data; "2.0" without a file
-    (or with `shared`) takes the shared SQuAD v2.0 dev set; a forced version must fit the data (v1.1 rules cannot
-    score a question without an answer; v2.0 rules can score any v1.1 file)."""
-    _checked_version(version, f"--version {version}")
-    if version == "2.0" and arg in (None, "shared"):
-        path = shared_dev_path("2.0")
-        if path is None:
-            raise AbqaError("--version 2.0: no SQuAD v2.0 data beside the project "
-                            "(../shared/data/squad-v2.0/dev-v2.0.json); pass --squad PATH/TO/dev-v2.0.json")
-        return _announce(load_squad_file(path, source=SOURCE_SHARED, version="2.0"))
-    dataset = resolve_squad(arg)
-    if version is None or version == dataset.version:
-        return dataset
-    unanswerable = [question.id for question in dataset.questions if not question.has_answer]
-    if version == "1.1" and unanswerable:
-        raise AbqaError(f"--version 1.1: {dataset.path} has {len(unanswerable)} question(s) without an answer "
-                        f"(e.g. {unanswerable[0]}), which only SQuAD v2.0 scores; use --version 2.0")
-    log.warning("SQuAD data: %s is scored with the SQuAD v%s rules (--version %s; the file is v%s)",
-                dataset.path, version, version, dataset.version)
-    dataset.version = version
-    return dataset
-
-
-def _announce(dataset: SquadDataset, reason: str = "") -> SquadDataset:
-    if dataset.source == SOURCE_BUILTIN:
-        log.warning(
-            "SQuAD data: BUILT-IN SAMPLE (%d questions, %s): %s. "
-            "It checks that the pipeline works; its scores say little about the models. "
-            "Pass --squad PATH for the real dev set.", len(dataset), dataset.path, reason)
-    else:
-        label = {SOURCE_SHARED: "shared dev set", SOURCE_PATH: "file"}.get(dataset.source, dataset.source)
-        log.warning("SQuAD data: %s %s (%d questions, sha256 %s)", label, dataset.path, len(dataset), dataset.sha256[:12])
-    return dataset
-
-
-def _datasets_installed() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("datasets") is not None

@@ -8,10 +8,11 @@ set per language. Each part is
 - `xquad.<lang>=PATH`: any file in the SQuAD v1.1 layout, for that language;
 - a path to a file named `xquad.<lang>.json`.
 
-Every question carries its language (which picks its scoring rule, `abqa.core.metrics.score_answer_in_language`)
-and its data set name. XQuAD uses the same question ids in every language (it is one set of questions,
-translated), so ids are made unique by a language prefix: `de:56beb4343aeaaa14008c925b`. Paired tests stay per
-question and per language, and prediction files replayed in a multilingual run use these prefixed ids.
+Every question carries its language (a multilingual data set is scored with MLQA's convention in each
+question's language: `abqa.core.scoring.MLQA`) and its data set name. XQuAD uses the same question ids in every
+language (it is one set of questions, translated), so ids are made unique by a language prefix:
+`de:56beb4343aeaaa14008c925b`. Paired tests stay per question and per language, and prediction files replayed in
+a multilingual run use these prefixed ids.
 `--sample N` and `--limit N` apply to each language; with one seed the sample takes the same positions in every
 language, which in XQuAD's parallel files are the same questions.
 """
@@ -25,20 +26,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from abqa.core import hub
 from abqa.core.config import shared_data_dir
 from abqa.core.errors import AbqaError
 from abqa.core.metrics import MULTILINGUAL_LANGUAGES
-from abqa.core.squad import (
-    SOURCE_PATH,
-    SOURCE_SHARED,
-    SquadDataset,
-    SquadQuestion,
-    _datasets_installed,
-    hub_reachable,
-    load_hub_split,
-    load_squad_file,
-    select_questions,
-)
+from abqa.core.squad import SOURCE_PATH, SOURCE_SHARED, SquadDataset, SquadQuestion, load_hub_split, load_squad_file
 
 log = logging.getLogger(__name__)
 
@@ -140,17 +132,6 @@ def combine(parts: list[tuple[XquadSpec, SquadDataset]]) -> SquadDataset:
     )
 
 
-def select_per_language(dataset: SquadDataset, *, limit: int | None = None, sample: int | None = None,
-                        seed: int = 0) -> list[SquadQuestion]:
-    """`select_questions` applied to each language on its own (same seed), languages in the run's order."""
-    selected: list[SquadQuestion] = []
-    for part in dataset.parts:
-        own = [question for question in dataset.questions if question.language == part["language"]]
-        single = SquadDataset(dataset.version, part["sha256"], part["path"], own, part["source"])
-        selected += select_questions(single, limit=limit, sample=sample, seed=seed)
-    return selected
-
-
 # --- loading (side effects at the edge) ---------------------------------------------------------------------------
 
 
@@ -191,7 +172,7 @@ def load_xquad_part(spec: XquadSpec) -> SquadDataset:
     shared = directory / f"xquad.{spec.language}.json" if directory is not None else None
     if shared is not None and shared.is_file():
         return load_squad_file(shared, source=SOURCE_SHARED)
-    if _datasets_installed() and hub_reachable():
+    if hub.datasets_usable():
         return load_xquad_hub(spec)
     local = local_languages()
     here = (f"the shared folder {directory} has {', '.join(local)}" if local
