@@ -22,7 +22,8 @@ import numpy as np
 
 from abqa.core.config import DEFAULT_MODEL_REPOSITORY, MAX_SEQ_LENGTH, shared_data_dir, split_csv
 from abqa.core.machine import cpu_count, cpu_model
-from abqa.serve.repository import discover_arms, plan_sessions, read_served_arm, select_arms
+from abqa.core.repository import ArmPaths
+from abqa.serve.repository import discover_arms, plan_sessions, read_arm_model_config, select_arms
 from abqa.serve.session import create_session
 
 GOAL_RATIO = 1.10
@@ -49,11 +50,11 @@ def squad_example() -> tuple[str, str]:
 def request_for(repository: Path, arm: str, length: int) -> dict[str, np.ndarray]:
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(repository / arm / "tokenizer")
+    tokenizer = AutoTokenizer.from_pretrained(ArmPaths(repository, arm).tokenizer)
     question, context = squad_example()
     encoded = tokenizer(question, context, truncation="only_second", max_length=length, padding="max_length",
                         return_tensors="np")
-    names = [spec.name for spec in read_served_arm(repository, arm).inputs]
+    names = [spec.name for spec in read_arm_model_config(repository, arm).inputs]
     return {name: encoded[name].astype(np.int64) for name in names}
 
 
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
 
     repository = args.model_repository.resolve()
     names = select_arms(discover_arms(repository), split_csv(args.arms))
-    arms = [read_served_arm(repository, name) for name in names]
+    arms = [read_arm_model_config(repository, name) for name in names]
     plans = plan_sessions(arms, cpu_count(), threads=args.threads)
     print(f"machine: {cpu_count()} cores, {cpu_model()}; {args.requests} requests of {args.length} tokens per arm "
           f"and path, concurrency 1, gRPC", flush=True)

@@ -17,13 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from abqa.core.config import MAX_SEQ_LENGTH, METADATA_FILENAME, TOKENIZER_DIRNAME, validate_arm_name
+from abqa.core.config import MAX_SEQ_LENGTH, validate_arm_name
 from abqa.core.errors import AbqaError
 from abqa.core.io import read_json_file
 from abqa.core.metrics import score_question
 from abqa.core.qa import (Answer, answer_with_null_threshold, best_answer, encode_question, group_by_length,
                           load_tokenizer)
 from abqa.core.records import EvalRecord, ExportMetadata
+from abqa.core.repository import ArmPaths
 from abqa.core.squad import SquadQuestion
 
 log = logging.getLogger(__name__)
@@ -205,15 +206,15 @@ class ServedArm:
         if missing:
             raise AbqaError(f"arm {self.name}: the served model has no output {', '.join(missing)} "
                             f"(it has {', '.join(self.model.output_names)}); is it a question-answering export?")
-        arm_dir = self.repository / self.name
-        metadata_path = arm_dir / METADATA_FILENAME
+        paths = ArmPaths(self.repository, self.name)
+        metadata_path = paths.metadata
         if metadata_path.is_file():
             self.export = ExportMetadata.read(metadata_path)
             self.max_seq_length = min(MAX_SEQ_LENGTH, self.export.max_seq_length or MAX_SEQ_LENGTH)
         else:
             log.warning("arm %s: no %s; provenance unknown (pass --model-repository of the served repository)",
                         self.name, metadata_path)
-        self.tokenizer = load_tokenizer(arm_dir / TOKENIZER_DIRNAME)
+        self.tokenizer = load_tokenizer(paths.tokenizer)
 
     def close(self) -> None:
         if self.client is not None:
@@ -271,7 +272,7 @@ class ServedArm:
             "architecture": export.architecture if export else None,
             "variant": export.variant if export else None,
             "source_kind": export.source_kind if export else None,
-            "metadata_file": str((self.repository / self.name / METADATA_FILENAME).resolve()) if export else None,
+            "metadata_file": str(ArmPaths(self.repository, self.name).metadata.resolve()) if export else None,
             "missing_ids": 0, "failed": failed,
         }
         if self.model is not None:

@@ -16,8 +16,9 @@ from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 from tritonclient.grpc import model_config_pb2
 
 from abqa.cli import main
-from abqa.core.config import METADATA_FILENAME, ArmSpec
+from abqa.core.config import ArmSpec
 from abqa.core.errors import AbqaError
+from abqa.core.repository import METADATA_FILENAME
 from abqa.export.pipeline import ExportOptions, export_arms
 from abqa.export.triton_config import ONNX_TO_TRITON_DTYPE, parse_config_pbtxt
 from conftest import tiny_checkpoint
