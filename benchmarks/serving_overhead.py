@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from abqa.core.config import DEFAULT_MODEL_REPOSITORY, MAX_SEQ_LENGTH, shared_data_dir, split_csv
+from abqa.core.io import read_json_file
 from abqa.core.machine import cpu_count, cpu_model
 from abqa.core.repository import ArmPaths
 from abqa.serve.repository import discover_arms, plan_sessions, read_arm_model_config, select_arms
@@ -37,12 +38,11 @@ FALLBACK_CONTEXT = (
 
 def squad_example() -> tuple[str, str]:
     """The longest-context question of the first SQuAD dev article when the data is there, else a fixed text."""
-    import json
-
     data_dir = shared_data_dir()
     if data_dir is None:
         return FALLBACK_QUESTION, FALLBACK_CONTEXT
-    article = json.loads((data_dir / "squad-v1.1" / "dev-v1.1.json").read_text(encoding="utf-8"))["data"][0]
+    path = data_dir / "squad-v1.1" / "dev-v1.1.json"
+    article = read_json_file(path, f"SQuAD file {path}")[0]["data"][0]
     paragraph = max(article["paragraphs"], key=lambda p: len(p["context"]))
     return paragraph["qas"][0]["question"], paragraph["context"] * 3  # long enough to fill 384 tokens
 

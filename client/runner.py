@@ -24,7 +24,7 @@ from typing import Iterator, Mapping, Sequence
 
 from abqa.core import config as core_config
 from abqa.core.errors import AbqaError
-from abqa.core.io import read_jsonl, write_json_atomic
+from abqa.core.io import read_jsonl, write_json_atomic, write_jsonl_atomic
 from abqa.core.machine import machine_info, package_versions
 from abqa.core.records import EVAL_FILENAME, META_FILENAME, STANDIN_WARNING, EvalRecord
 from abqa.core.squad import SquadDataset, SquadQuestion, resolve_squad_version, select_questions
@@ -216,13 +216,7 @@ def load_records(path: Path) -> list[EvalRecord]:
 
 def rewrite_records(path: Path, records: list[EvalRecord]) -> None:
     """Replace eval.jsonl atomically (only --retry-failed does this)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record.to_dict(), ensure_ascii=False) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    write_jsonl_atomic(path, (record.to_dict() for record in records))
 
 
 class StopSignals:

@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from abqa.core.errors import AbqaError
+from abqa.core.io import atomic_file
 from abqa.core.repository import ArmPaths
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,6 @@ class RequestPool:
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         arrays: dict[str, np.ndarray] = {}
         for index, item in enumerate(self.items):
             for arm, tensors in item.tensors.items():
@@ -99,9 +99,8 @@ class RequestPool:
             "dataset": self.dataset,
         }
         arrays[_META_KEY] = np.array(json.dumps(meta))
-        tmp = path.with_name(f".{path.name}.tmp.npz")
-        np.savez(tmp, **arrays)
-        tmp.replace(path)
+        with atomic_file(path, "wb") as handle:
+            np.savez(handle, **arrays)
         return path
 
     @classmethod

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from abqa.core.io import atomic_file
 from abqa.core.records import LOAD_CSV_FILENAME, LOAD_JSON_FILENAME, LoadRow
 
 AGGREGATED = "Aggregated"
@@ -156,13 +157,11 @@ def write_load_csv(path: str | Path, rows: Sequence[LoadRow]) -> Path:
     path = Path(path)
     records = [csv_record(row) for row in rows]
     columns = list(csv_record(LoadRow("", 0, 0, 0, 0.0, {})).keys())
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as handle:
+    with atomic_file(path, newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         for record in records:
             writer.writerow({key: ("" if value is None else value) for key, value in record.items()})
-    tmp.replace(path)
     return path
 
 
