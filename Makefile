@@ -7,11 +7,16 @@ STAMP := $(VENV)/.abqa-installed
 
 .PHONY: install benchmark test export clean
 
+INSTALL_LOG := $(VENV)/install.log
+
+# pip and setuptools write pages a user has no use for: they go to $(INSTALL_LOG), and only a failure shows
+# its tail here.
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
-	touch $(STAMP)
+	@$(PYTHON) -m venv $(VENV)
+	@echo "installing abqa and its dependencies into $(VENV) (a few minutes the first time; log: $(INSTALL_LOG))"
+	@{ $(BIN)/python -m pip install --upgrade pip && $(BIN)/python -m pip install -e ".[test]"; } \
+		> $(INSTALL_LOG) 2>&1 || { tail -n 30 $(INSTALL_LOG); echo "install failed: see $(INSTALL_LOG)"; exit 1; }
+	@touch $(STAMP)
 
 install: $(STAMP)
 

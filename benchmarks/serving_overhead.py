@@ -21,8 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from abqa.core.config import DEFAULT_MODEL_REPOSITORY, MAX_SEQ_LENGTH, shared_data_dir, split_csv
+from abqa.core.io import read_json_file
 from abqa.core.machine import cpu_count, cpu_model
-from abqa.serve.repository import discover_arms, plan_sessions, read_served_arm, select_arms
+from abqa.core.repository import ArmPaths
+from abqa.serve.repository import discover_arms, plan_sessions, read_arm_model_config, select_arms
 from abqa.serve.session import create_session
 
 GOAL_RATIO = 1.10
@@ -36,12 +38,11 @@ FALLBACK_CONTEXT = (
 
 def squad_example() -> tuple[str, str]:
     """The longest-context question of the first SQuAD dev article when the data is there, else a fixed text."""
-    import json
-
     data_dir = shared_data_dir()
     if data_dir is None:
         return FALLBACK_QUESTION, FALLBACK_CONTEXT
-    article = json.loads((data_dir / "squad-v1.1" / "dev-v1.1.json").read_text(encoding="utf-8"))["data"][0]
+    path = data_dir / "squad-v1.1" / "dev-v1.1.json"
+    article = read_json_file(path, f"SQuAD file {path}")[0]["data"][0]
     paragraph = max(article["paragraphs"], key=lambda p: len(p["context"]))
     return paragraph["qas"][0]["question"], paragraph["context"] * 3  # long enough to fill 384 tokens
 
@@ -49,11 +50,11 @@ def squad_example() -> tuple[str, str]:
 def request_for(repository: Path, arm: str, length: int) -> dict[str, np.ndarray]:
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(repository / arm / "tokenizer")
+    tokenizer = AutoTokenizer.from_pretrained(ArmPaths(repository, arm).tokenizer)
     question, context = squad_example()
     encoded = tokenizer(question, context, truncation="only_second", max_length=length, padding="max_length",
                         return_tensors="np")
-    names = [spec.name for spec in read_served_arm(repository, arm).inputs]
+    names = [spec.name for spec in read_arm_model_config(repository, arm).inputs]
     return {name: encoded[name].astype(np.int64) for name in names}
 
 
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
 
     repository = args.model_repository.resolve()
     names = select_arms(discover_arms(repository), split_csv(args.arms))
-    arms = [read_served_arm(repository, name) for name in names]
+    arms = [read_arm_model_config(repository, name) for name in names]
     plans = plan_sessions(arms, cpu_count(), threads=args.threads)
     print(f"machine: {cpu_count()} cores, {cpu_model()}; {args.requests} requests of {args.length} tokens per arm "
           f"and path, concurrency 1, gRPC", flush=True)

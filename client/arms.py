@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from abqa.core.config import MAX_SEQ_LENGTH, METADATA_FILENAME, TOKENIZER_DIRNAME, validate_arm_name
+from abqa.core.config import MAX_SEQ_LENGTH, validate_arm_name
 from abqa.core.errors import AbqaError
 from abqa.core.io import read_json_file
 from abqa.core.qa import (Answer, answer_with_null_threshold, best_answer, encode_question, group_by_length,
@@ -25,6 +25,7 @@ from abqa.core.qa import (Answer, answer_with_null_threshold, best_answer, encod
 from abqa.core.records import ExportMetadata
 from abqa.core.run import ArmInfo, ArmKind, EvalRecord, EvalStatus, TritonModel
 from abqa.core.scoring import SQUAD_V1, ScoringRule
+from abqa.core.repository import ArmPaths
 from abqa.core.squad import SquadQuestion
 
 log = logging.getLogger(__name__)
@@ -203,15 +204,15 @@ class ServedArm:
         if missing:
             raise AbqaError(f"arm {self.name}: the served model has no output {', '.join(missing)} "
                             f"(it has {', '.join(self.model.output_names)}); is it a question-answering export?")
-        arm_dir = self.repository / self.name
-        metadata_path = arm_dir / METADATA_FILENAME
+        paths = ArmPaths(self.repository, self.name)
+        metadata_path = paths.metadata
         if metadata_path.is_file():
             self.export = ExportMetadata.read(metadata_path)
             self.max_seq_length = min(MAX_SEQ_LENGTH, self.export.max_seq_length or MAX_SEQ_LENGTH)
         else:
             log.warning("arm %s: no %s; provenance unknown (pass --model-repository of the served repository)",
                         self.name, metadata_path)
-        self.tokenizer = load_tokenizer(arm_dir / TOKENIZER_DIRNAME)
+        self.tokenizer = load_tokenizer(paths.tokenizer)
 
     def close(self) -> None:
         if self.client is not None:
@@ -264,7 +265,7 @@ class ServedArm:
                 "revision": export.revision, "architecture": export.architecture, "variant": export.variant,
                 "parameters": export.parameters, "onnx_file_size": export.onnx_file_size,
                 "onnx_sha256": export.onnx_sha256,
-                "metadata_file": str((self.repository / self.name / METADATA_FILENAME).resolve())})
+                "metadata_file": str(ArmPaths(self.repository, self.name).metadata.resolve())})
         if self.model is not None:
             info.triton = TritonModel(
                 platform=self.model.platform, versions=list(self.model.versions),

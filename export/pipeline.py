@@ -9,11 +9,12 @@ import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from abqa.core.config import METADATA_FILENAME, MAX_SEQ_LENGTH, TOKENIZER_DIRNAME, ArmSpec
+from abqa.core.config import MAX_SEQ_LENGTH, ArmSpec
 from abqa.core.errors import AbqaError
 from abqa.core.io import sha256_file, write_json_atomic
 from abqa.core.machine import package_versions
 from abqa.core.records import ExportMetadata
+from abqa.core.repository import ArmPaths
 from abqa.export import onnx_export, variants
 from abqa.export.repository import arm_exists, ensure_writable, read_arm_metadata, staged_arm
 from abqa.export.sources import ResolvedCheckpoint, resolve_checkpoint
@@ -85,12 +86,10 @@ def _validated_metadata(spec: ArmSpec, checkpoint: ResolvedCheckpoint, onnx_path
 
     model = AutoModelForQuestionAnswering.from_pretrained(checkpoint.path).eval()
     tokenizer = AutoTokenizer.from_pretrained(checkpoint.path, use_fast=True)
-    check = onnx_export.validate_onnx(model, tokenizer, onnx_path)
-    if not check.passed:
-        raise AbqaError(
-            f"arm {spec.name!r}: the ONNX graph disagrees with PyTorch (max |logit diff| {check.max_abs_diff:.2e} "
-            f"> {check.atol:.0e} on shapes {check.shapes}); nothing was written"
-        )
+    try:
+        check = onnx_export.validate_onnx(model, tokenizer, onnx_path)
+    except AbqaError as exc:
+        raise AbqaError(f"arm {spec.name!r}: {exc}; nothing was written") from None
     log.info("arm %s: ONNX matches PyTorch, max |logit diff| %.2e", spec.name, check.max_abs_diff)
     config = model.config
     inputs, outputs = tensor_specs_from_onnx(onnx_path)
@@ -142,22 +141,22 @@ def _install(
         name=metadata.arm, inputs=inputs, outputs=outputs, batching=options.batching, instances=options.instances
     )
     with staged_arm(options.repository, metadata.arm, force=True) as stage:
-        (stage / "1").mkdir()
-        shutil.copy2(model, stage / "1" / "model.onnx")
-        (stage / "config.pbtxt").write_text(render_config_pbtxt(triton_config), encoding="utf-8")
-        _copy_tokenizer(export_dir, stage / TOKENIZER_DIRNAME)
+        stage.version_dir.mkdir()
+        shutil.copy2(model, stage.model)
+        stage.config.write_text(render_config_pbtxt(triton_config), encoding="utf-8")
+        _copy_tokenizer(export_dir, stage.tokenizer)
         metadata = replace(
             metadata,
-            onnx_file_size=(stage / "1" / "model.onnx").stat().st_size,
-            onnx_sha256=sha256_file(stage / "1" / "model.onnx"),
+            onnx_file_size=stage.model.stat().st_size,
+            onnx_sha256=sha256_file(stage.model),
             max_batch_size=options.batching.max_batch_size,
             created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         )
         payload = metadata.to_dict() | ({"variant_check": extra} if extra else {})
-        write_json_atomic(stage / METADATA_FILENAME, payload)
+        write_json_atomic(stage.metadata, payload)
     size_mb = metadata.onnx_file_size / 2**20
     tag = "  [STAND-IN: accuracy meaningless]" if metadata.standin else ""
-    print(f"exported {metadata.arm}: {options.repository / metadata.arm} ({size_mb:.1f} MB, "
+    print(f"exported {metadata.arm}: {ArmPaths(options.repository, metadata.arm).folder} ({size_mb:.1f} MB, "
           f"{metadata.parameters:,} parameters, {metadata.num_layers} layers){tag}", flush=True)
     return metadata
 

@@ -9,17 +9,17 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from abqa.core.config import METADATA_FILENAME
 from abqa.core.errors import AbqaError
 from abqa.core.records import ExportMetadata
+from abqa.core.repository import ArmPaths
 
 
 def arm_exists(repository: Path, arm: str) -> bool:
-    return (repository / arm / "config.pbtxt").is_file()
+    return ArmPaths(repository, arm).exported
 
 
 def read_arm_metadata(repository: Path, arm: str) -> ExportMetadata:
-    return ExportMetadata.read(repository / arm / METADATA_FILENAME)
+    return ExportMetadata.read(ArmPaths(repository, arm).metadata)
 
 
 def ensure_writable(repository: Path) -> Path:
@@ -33,8 +33,8 @@ def ensure_writable(repository: Path) -> Path:
 
 
 @contextlib.contextmanager
-def staged_arm(repository: Path, arm: str, *, force: bool) -> Iterator[Path]:
-    """Yield an empty folder to build the arm in; on success it replaces `repository/arm` in one rename.
+def staged_arm(repository: Path, arm: str, *, force: bool) -> Iterator[ArmPaths]:
+    """Yield an empty arm folder to build the arm in; on success it replaces `repository/arm` in one rename.
 
     The staging folder sits beside the repository (same file system, so the rename is atomic) and not inside
     it, where a running Triton could take it for a model. A crash leaves the old arm untouched.
@@ -43,8 +43,8 @@ def staged_arm(repository: Path, arm: str, *, force: bool) -> Iterator[Path]:
     staging_root.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f"{arm}-", dir=staging_root))
     try:
-        yield stage
-        target = repository / arm
+        yield ArmPaths(staging_root, stage.name)
+        target = ArmPaths(repository, arm).folder
         if target.exists():
             if not force:
                 raise AbqaError(f"arm {arm!r} already exists in {repository}; use --force to replace it")

@@ -10,8 +10,9 @@ Locust's writer still holds the old file open and closes it afterwards without t
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
+
+from abqa.core.io import atomic_file
 
 CSV_SUFFIXES = ("stats", "failures", "exceptions")
 
@@ -24,10 +25,7 @@ def write_final_csvs(environment, prefix: str) -> list[Path]:
     written = []
     for suffix in CSV_SUFFIXES:
         path = Path(f"{prefix}_{suffix}.csv")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.final")
-        with open(tmp, "w", encoding="utf-8", newline="") as handle:
+        with atomic_file(path, newline="") as handle:
             sections[suffix](csv.writer(handle))
-        os.replace(tmp, path)
         written.append(path)
     return written

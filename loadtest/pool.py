@@ -21,8 +21,9 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from abqa.core.config import METADATA_FILENAME, TOKENIZER_DIRNAME
 from abqa.core.errors import AbqaError
+from abqa.core.io import atomic_file
+from abqa.core.repository import ArmPaths
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,6 @@ class RequestPool:
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         arrays: dict[str, np.ndarray] = {}
         for index, item in enumerate(self.items):
             for arm, tensors in item.tensors.items():
@@ -99,9 +99,8 @@ class RequestPool:
             "dataset": self.dataset,
         }
         arrays[_META_KEY] = np.array(json.dumps(meta))
-        tmp = path.with_name(f".{path.name}.tmp.npz")
-        np.savez(tmp, **arrays)
-        tmp.replace(path)
+        with atomic_file(path, "wb") as handle:
+            np.savez(handle, **arrays)
         return path
 
     @classmethod
@@ -194,9 +193,10 @@ def arm_tensors_from_export(arm: str, repository: Path) -> ArmTensors:
     """From the arm's abqa-metadata.json (the exported graphs take INT64 token ids)."""
     from abqa.core.records import ExportMetadata
 
-    metadata = ExportMetadata.read(Path(repository) / arm / METADATA_FILENAME)
+    path = ArmPaths(repository, arm).metadata
+    metadata = ExportMetadata.read(path)
     if not metadata.inputs or not metadata.outputs:
-        raise AbqaError(f"{Path(repository) / arm / METADATA_FILENAME}: no \"inputs\"/\"outputs\"; re-run `abqa export`")
+        raise AbqaError(f"{path}: no \"inputs\"/\"outputs\"; re-run `abqa export`")
     return ArmTensors(arm, tuple((name, "INT64") for name in metadata.inputs), tuple(metadata.outputs), "export")
 
 
@@ -207,7 +207,7 @@ def resolve_arm_tensors(arm: str, repository: Path, fetch_metadata: Callable[[st
             return arm_tensors_from_metadata(arm, fetch_metadata(arm))
         except Exception as exc:  # server down or model unknown: the export knows the same names
             log.warning("arm %s: no model metadata from the server (%s); using %s", arm, _one_line(exc),
-                        Path(repository) / arm / METADATA_FILENAME)
+                        ArmPaths(repository, arm).metadata)
     return arm_tensors_from_export(arm, repository)
 
 
@@ -217,9 +217,8 @@ def read_standin_flags(repository: Path, arms: Sequence[str]) -> dict[str, bool 
 
     flags: dict[str, bool | None] = {}
     for arm in arms:
-        path = Path(repository) / arm / METADATA_FILENAME
         try:
-            flags[arm] = bool(ExportMetadata.read(path).standin)
+            flags[arm] = bool(ExportMetadata.read(ArmPaths(repository, arm).metadata).standin)
         except AbqaError:
             flags[arm] = None
     return flags
@@ -234,7 +233,7 @@ def build_pool(arms: Sequence[str], repository: str | Path, *, squad: str | None
 
     repository = Path(repository)
     specs = {arm: resolve_arm_tensors(arm, repository, fetch_metadata) for arm in arms}
-    tokenizers = {arm: load_tokenizer(repository / arm / TOKENIZER_DIRNAME) for arm in arms}
+    tokenizers = {arm: load_tokenizer(ArmPaths(repository, arm).tokenizer) for arm in arms}
     dataset = resolve(squad)
 
     def encode(arm: str, question: str, context: str) -> list[dict[str, np.ndarray]]:

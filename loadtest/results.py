@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from abqa.core.io import atomic_file
 from abqa.core.run import LatencyPercentiles, LoadDocument, LoadRow, RunFolder, ServerStepView
 
 AGGREGATED = "Aggregated"
@@ -121,13 +122,11 @@ def write_load_csv(path: str | Path, rows: Sequence[LoadRow]) -> Path:
     path = Path(path)
     records = [csv_record(row) for row in rows]
     columns = list(csv_record(LoadRow(arm="", users=0, requests=0, failures=0, requests_per_s=0.0)).keys())
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as handle:
+    with atomic_file(path, newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         for record in records:
             writer.writerow({key: ("" if value is None else value) for key, value in record.items()})
-    tmp.replace(path)
     return path
 
 

@@ -13,6 +13,8 @@ from typing import Sequence
 
 from abqa.core.config import split_csv, validate_arm_name
 from abqa.core.errors import AbqaError
+# parse_weights: the one --weights grammar (abqa router's too), as the cli and the locustfile call it.
+from abqa.core.weights import check_weights, parse_weights  # noqa: F401
 
 MODES = ("split", "parallel")
 PROTOCOLS = ("http", "grpc")
@@ -33,10 +35,7 @@ class TrafficPlan:
             raise AbqaError("--arms: no arm given")
         if self.mode not in MODES:
             raise AbqaError(f"--mode {self.mode!r}: use one of {', '.join(MODES)}")
-        if len(self.weights) != len(self.arms):
-            raise AbqaError(f"--weights: {len(self.weights)} weights for {len(self.arms)} arms")
-        if any(weight < 0 for weight in self.weights) or sum(self.weights) <= 0:
-            raise AbqaError("--weights: weights must be >= 0 and not all 0")
+        check_weights(self.weights, self.arms)
 
     @property
     def weight_map(self) -> dict[str, float]:
@@ -54,28 +53,6 @@ def parse_arms(text: str | Sequence[str]) -> tuple[str, ...]:
     if not names:
         raise AbqaError("--arms: no arm given (e.g. --arms distilbert,bert)")
     return tuple(dict.fromkeys(validate_arm_name(name) for name in names))
-
-
-def parse_weights(text: str | None, arms: Sequence[str]) -> tuple[float, ...]:
-    """`50:50` (in the order of --arms), `bert=3,distilbert=1` (unnamed arms get 0), or empty (equal weights)."""
-    if not text or not text.strip():
-        return tuple(1.0 for _ in arms)
-    text = text.strip()
-    try:
-        if "=" in text:
-            named: dict[str, float] = {}
-            for part in split_csv(text):
-                name, _, value = part.partition("=")
-                if name.strip() not in arms:
-                    raise AbqaError(f"--weights {text!r}: {name.strip()!r} is not one of the arms ({', '.join(arms)})")
-                named[name.strip()] = float(value)
-            return tuple(named.get(arm, 0.0) for arm in arms)
-        values = tuple(float(part) for part in re.split(r"[:,/]", text) if part.strip())
-    except ValueError as exc:
-        raise AbqaError(f"--weights {text!r}: not numbers ({exc}); use e.g. 50:50 or bert=1,distilbert=1") from exc
-    if len(values) != len(arms):
-        raise AbqaError(f"--weights {text!r}: {len(values)} weights for {len(arms)} arms ({', '.join(arms)})")
-    return values
 
 
 def parse_users(text: str) -> tuple[int, ...]:

@@ -35,7 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     routing.add_argument("--arms", default=",".join(DEFAULT_ARMS), metavar="A,B",
                          help="the experiment's arms, Triton model names (default: %(default)s)")
     routing.add_argument("--weights", default=None, metavar="W,W",
-                         help="split weights, one per arm, e.g. 50,50 or 9:1 (default: equal)")
+                         help="split weights in --arms order (50,50 or 9:1) or by name (bert=3,distilbert=1); "
+                         "default: equal")
     routing.add_argument("--mode", choices=("split", "sticky", "shadow"), default="split",
                          help="split: weighted random per request; sticky: by a stable hash of user_id (random "
                          "for requests without one); shadow: --primary answers, the others answer too and are only "
@@ -74,11 +75,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def build_policy(args: argparse.Namespace):
-    from abqa.router.policy import RoutingPolicy, parse_weights
+    from abqa.core.weights import parse_weights
+    from abqa.router.policy import RoutingPolicy
 
     arms = split_csv(args.arms)
     experiment = args.experiment or "-vs-".join(arms)
-    return RoutingPolicy.build(experiment, args.mode, arms, parse_weights(args.weights), args.primary)
+    return RoutingPolicy.build(experiment, args.mode, arms, parse_weights(args.weights, arms), args.primary)
 
 
 def run_router(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ from typing import Sequence
 
 from abqa.core.config import validate_arm_name
 from abqa.core.errors import AbqaError
+from abqa.core.weights import check_weights
 
 MODES = ("split", "sticky", "shadow")
 ROLE_PRIMARY, ROLE_SHADOW = "primary", "shadow"
@@ -47,11 +48,7 @@ class RoutingPolicy:
         duplicates = sorted({arm for arm in arms if arms.count(arm) > 1})
         if duplicates:
             raise AbqaError(f"--arms: {', '.join(duplicates)} given twice")
-        weights = tuple(float(w) for w in weights) if weights else tuple(1.0 for _ in arms)
-        if len(weights) != len(arms):
-            raise AbqaError(f"--weights: {len(weights)} weight(s) for {len(arms)} arm(s) ({', '.join(arms)})")
-        if any(w < 0 or w != w for w in weights) or sum(weights) <= 0:
-            raise AbqaError(f"--weights {','.join(f'{w:g}' for w in weights)}: weights must be >= 0 with a positive sum")
+        weights = check_weights(weights or tuple(1.0 for _ in arms), arms)
         if mode == "shadow":
             if len(arms) < 2:
                 raise AbqaError("--mode shadow needs at least two arms: a primary and one to shadow it")
@@ -116,14 +113,3 @@ def route(policy: RoutingPolicy, *, draw: float, user_id: str | None = None, pin
         return RouteDecision(arm_for_draw(policy.arms, policy.weights, u), (), ASSIGN_STICKY)
     # split, or sticky for an anonymous request: nothing to stick to, so a random draw (logged as such).
     return RouteDecision(arm_for_draw(policy.arms, policy.weights, draw), (), ASSIGN_RANDOM)
-
-
-def parse_weights(text: str | None) -> list[float] | None:
-    """`50,50` or `3:1` -> [50.0, 50.0] / [3.0, 1.0]; None when not given."""
-    if not text:
-        return None
-    parts = [part.strip() for part in text.replace(":", ",").split(",") if part.strip()]
-    try:
-        return [float(part) for part in parts]
-    except ValueError:
-        raise AbqaError(f"--weights {text!r}: expected numbers such as 50,50 or 3:1") from None

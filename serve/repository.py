@@ -1,4 +1,4 @@
-"""What `abqa serve` serves: each arm's config.pbtxt read into a typed `ServedArm` (pure, no server).
+"""What `abqa serve` serves: each arm's config.pbtxt read into a typed `ArmModelConfig` (pure, no server).
 
 The same config.pbtxt drives the official Triton image (onnxruntime backend) in docker compose, so this
 module reads it with the export stage's parser and takes from it what a PyTriton binding needs: tensors,
@@ -11,14 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from abqa.core.errors import AbqaError
+from abqa.core.repository import CONFIG_FILENAME, MODEL_FILENAME, ArmPaths, arm_folders
 from abqa.export.triton_config import TensorSpec
-
-CONFIG_FILENAME = "config.pbtxt"
 
 
 @dataclass(frozen=True)
-class ServedArm:
-    """One arm as the server binds it: a Triton model named `name` running `model_path` in ONNX Runtime."""
+class ArmModelConfig:
+    """One arm's config.pbtxt as the server binds it: a Triton model named `name` running `model_path` in ONNX
+    Runtime."""
 
     name: str
     model_path: Path
@@ -47,7 +47,7 @@ def discover_arms(repository: Path) -> list[str]:
         raise AbqaError(
             f"model repository {repository}: not found; run `abqa export` first (or pass --model-repository)"
         )
-    arms = sorted(child.name for child in repository.iterdir() if (child / CONFIG_FILENAME).is_file())
+    arms = [arm.arm for arm in arm_folders(repository) if arm.exported]
     if not arms:
         raise AbqaError(f"model repository {repository}: no arm in it (no <arm>/{CONFIG_FILENAME}); run `abqa export`")
     return arms
@@ -63,14 +63,14 @@ def select_arms(available: list[str], requested: list[str] | None) -> list[str]:
     return list(dict.fromkeys(requested))
 
 
-def read_served_arm(repository: Path, name: str) -> ServedArm:
+def read_arm_model_config(repository: Path, name: str) -> ArmModelConfig:
     """Parse `repository/name/config.pbtxt` and find the model file of its newest version."""
     from abqa.export.triton_config import parse_config_pbtxt
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
 
-    arm_dir = Path(repository) / name
-    config_path = arm_dir / CONFIG_FILENAME
+    paths = ArmPaths(repository, name)
+    config_path = paths.config
     try:
         config = parse_config_pbtxt(config_path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -92,9 +92,9 @@ def read_served_arm(repository: Path, name: str) -> ServedArm:
         )
 
     batching = config.HasField("dynamic_batching")
-    return ServedArm(
+    return ArmModelConfig(
         name=name,
-        model_path=_model_file(arm_dir, config.default_model_filename or "model.onnx"),
+        model_path=_model_file(paths, config.default_model_filename or MODEL_FILENAME),
         inputs=specs(config.input),
         outputs=specs(config.output),
         max_batch_size=int(config.max_batch_size),
@@ -106,15 +106,14 @@ def read_served_arm(repository: Path, name: str) -> ServedArm:
     )
 
 
-def _model_file(arm_dir: Path, filename: str) -> Path:
+def _model_file(paths: ArmPaths, filename: str) -> Path:
     """Triton's default version policy serves the newest numeric version folder."""
-    versions = sorted((int(child.name) for child in arm_dir.iterdir() if child.name.isdigit() and child.is_dir()),
-                      reverse=True)
+    versions = paths.version_dirs()
     if not versions:
-        raise AbqaError(f"arm {arm_dir.name!r}: no version folder (e.g. {arm_dir}/1/) in the model repository")
-    path = arm_dir / str(versions[0]) / filename
+        raise AbqaError(f"arm {paths.arm!r}: no version folder (e.g. {paths.version_dir}/) in the model repository")
+    path = versions[0] / filename
     if not path.is_file():
-        raise AbqaError(f"arm {arm_dir.name!r}: {path} is missing; re-run `abqa export --force` for this arm")
+        raise AbqaError(f"arm {paths.arm!r}: {path} is missing; re-run `abqa export --force` for this arm")
     return path
 
 
@@ -130,7 +129,7 @@ def _int_parameter(config, key: str, arm: str) -> int:
 
 
 def plan_sessions(
-    arms: list[ServedArm], cores: int, *, threads: int | None = None, instances: int | None = None
+    arms: list[ArmModelConfig], cores: int, *, threads: int | None = None, instances: int | None = None
 ) -> dict[str, SessionPlan]:
     """ONNX Runtime sessions per arm and threads per session.
 

@@ -24,7 +24,8 @@ from typing import Callable
 from abqa.core.config import DEFAULT_HOST, GRPC_PORT, HTTP_PORT, METRICS_PORT
 from abqa.core.errors import AbqaError
 from abqa.serve.process import READY_PREFIX
-from abqa.serve.repository import ServedArm, SessionPlan, discover_arms, plan_sessions, read_served_arm, select_arms
+from abqa.serve.repository import (ArmModelConfig, SessionPlan, discover_arms, plan_sessions, read_arm_model_config,
+                                   select_arms)
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +56,9 @@ class _Stop(BaseException):
     """SIGINT or SIGTERM: unwind from wherever the main thread is, through the clean-up below."""
 
 
-def load_arms(repository: Path, requested: tuple[str, ...] | list[str] | None) -> list[ServedArm]:
+def load_arms(repository: Path, requested: tuple[str, ...] | list[str] | None) -> list[ArmModelConfig]:
     names = select_arms(discover_arms(repository), list(requested or ()))
-    return [read_served_arm(repository, name) for name in names]
+    return [read_arm_model_config(repository, name) for name in names]
 
 
 def check_ports_free(host: str, ports: dict[str, int]) -> None:
@@ -93,7 +94,7 @@ def make_infer_callable(session, output_names: list[str]) -> Callable:
     return infer
 
 
-def pytriton_binding(arm: ServedArm):
+def pytriton_binding(arm: ArmModelConfig):
     """inputs, outputs and ModelConfig for `Triton.bind`, as config.pbtxt declares them."""
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
 
@@ -111,7 +112,7 @@ def pytriton_binding(arm: ServedArm):
     return inputs, outputs, config
 
 
-def build_callables(arm: ServedArm, plan: SessionPlan) -> list[Callable]:
+def build_callables(arm: ArmModelConfig, plan: SessionPlan) -> list[Callable]:
     """One ONNX Runtime session per instance, as the onnxruntime backend does."""
     from abqa.serve.session import check_session_matches, create_session
 
@@ -123,7 +124,7 @@ def build_callables(arm: ServedArm, plan: SessionPlan) -> list[Callable]:
     return callables
 
 
-def wait_until_answering(arms: list[ServedArm], http_address: str, timeout_s: float,
+def wait_until_answering(arms: list[ArmModelConfig], http_address: str, timeout_s: float,
                          server_alive: Callable[[], bool], log_tail: Callable[[], str]) -> None:
     """Ready means answering: every model READY and one small request through Triton returns its outputs."""
     import tritonclient.http as httpclient
@@ -165,7 +166,7 @@ def wait_until_answering(arms: list[ServedArm], http_address: str, timeout_s: fl
         client.close()
 
 
-def _triton_type(arm: ServedArm, input_name: str) -> str:
+def _triton_type(arm: ArmModelConfig, input_name: str) -> str:
     return next(s.data_type for s in arm.inputs if s.name == input_name).removeprefix("TYPE_")
 
 
@@ -177,7 +178,7 @@ def tail(path: Path, lines: int = 25) -> str:
     return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
 
 
-def ready_report(arms: list[ServedArm], plans: dict[str, SessionPlan], options: ServeOptions, pid: int) -> str:
+def ready_report(arms: list[ArmModelConfig], plans: dict[str, SessionPlan], options: ServeOptions, pid: int) -> str:
     """What `abqa serve` prints once every model answers: URLs, then one line per model."""
     host = "127.0.0.1" if options.host in ("0.0.0.0", "") else options.host
     lines = [

@@ -16,8 +16,9 @@ from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 from tritonclient.grpc import model_config_pb2
 
 from abqa.cli import main
-from abqa.core.config import METADATA_FILENAME, ArmSpec
+from abqa.core.config import ArmSpec
 from abqa.core.errors import AbqaError
+from abqa.core.repository import METADATA_FILENAME
 from abqa.export.pipeline import ExportOptions, export_arms
 from abqa.export.triton_config import ONNX_TO_TRITON_DTYPE, parse_config_pbtxt
 from conftest import tiny_checkpoint
@@ -139,6 +140,46 @@ def test_a_crash_mid_write_leaves_the_old_arm_and_no_partial_one(tmp_path, tiny_
     assert {p.relative_to(repo): p.stat().st_size for p in repo.rglob("*")} == before
     assert not (repo / "other-bert").exists()
     assert not list(tmp_path.glob(".repo.staging/*"))
+
+
+def edit_initializer(name: str, change):
+    """A graph edit: replace the values of initializer `name` by change(values)."""
+    from onnx import numpy_helper
+
+    def edit(model: onnx.ModelProto) -> None:
+        tensor = next(init for init in model.graph.initializer if init.name == name)
+        tensor.CopyFrom(numpy_helper.from_array(change(numpy_helper.to_array(tensor)), name))
+
+    return edit
+
+
+@pytest.mark.parametrize("edit, found_by", [
+    # Every logit off by 0.01: optimum's check finds it.
+    (edit_initializer("qa_outputs.bias", lambda bias: bias + np.float32(1e-2)),
+     "on optimum's check at batch 2 x 48 tokens.*max diff"),
+    # Wrong only from position 48 on: optimum's short dummy inputs cannot see it, the real samples (71 tokens) do.
+    (edit_initializer("bert.embeddings.position_embeddings.weight", lambda rows: np.concatenate([rows[:48], -rows[48:]])),
+     r"max \|logit diff\| .* > 1e-04 on the validation samples"),
+])
+def test_a_graph_that_disagrees_with_pytorch_fails_the_export_and_writes_nothing(
+        tmp_path, tiny_checkpoints, monkeypatch, edit, found_by):
+    import abqa.export.onnx_export as onnx_export
+
+    real_export = onnx_export.export_onnx
+
+    def export_then_edit(*args, **kwargs):
+        path = real_export(*args, **kwargs)
+        model = onnx.load(str(path))
+        edit(model)
+        onnx.save(model, str(path))
+        return path
+
+    monkeypatch.setattr(onnx_export, "export_onnx", export_then_edit)
+    repo = tmp_path / "repo"
+    with pytest.raises(AbqaError, match=f"^arm 'bert': the ONNX graph disagrees with PyTorch.*{found_by}.*"
+                                        "nothing was written$"):
+        export_arms([ArmSpec("bert", str(tiny_checkpoints["bert"]))], ExportOptions(repository=repo))
+    assert not (repo / "bert").exists() and not list(tmp_path.glob(".repo.staging/*"))
 
 
 def test_variants_int8_and_optimized_are_extra_arms(tmp_path, tiny_checkpoints):

@@ -16,10 +16,11 @@ from fastapi.testclient import TestClient
 from scipy.stats import chisquare
 
 from abqa.core.errors import AbqaError
+from abqa.core.weights import parse_weights
 from abqa.router.app import Limits, create_app
 from abqa.router.backend import AnswerFailed, ArmAnswer, BackendUnavailable
-from abqa.router.policy import (ASSIGN_PINNED, ASSIGN_RANDOM, ASSIGN_STICKY, RoutingPolicy, arm_for_draw,
-                                parse_weights, route, stable_draw)
+from abqa.router.policy import (ASSIGN_PINNED, ASSIGN_RANDOM, ASSIGN_STICKY, RoutingPolicy, arm_for_draw, route,
+                                stable_draw)
 from abqa.router.requestlog import RequestLog, hash_user, make_engine, read_entries
 
 QUESTION = "Which river flows through the city?"
@@ -138,11 +139,12 @@ def test_policy_validation_names_the_flag(kwargs, message):
 
 
 def test_parse_weights():
-    assert parse_weights("50,50") == [50.0, 50.0]
-    assert parse_weights("9:1") == [9.0, 1.0]
-    assert parse_weights(None) is None
+    arms = ["a", "b"]
+    assert parse_weights("50,50", arms) == (50.0, 50.0)
+    assert parse_weights("9:1", arms) == (9.0, 1.0)
+    assert parse_weights(None, arms) == (1.0, 1.0)
     with pytest.raises(AbqaError, match="--weights"):
-        parse_weights("a,b")
+        parse_weights("a,b", arms)
 
 
 # --- the service with a fake backend -------------------------------------------------------------------------------

@@ -20,10 +20,10 @@ from abqa.cli import main
 from abqa.core.errors import AbqaError
 from abqa.serve.libpython import interpreter_libdir, with_libdir_first
 from abqa.serve.repository import (
-    ServedArm,
+    ArmModelConfig,
     discover_arms,
     plan_sessions,
-    read_served_arm,
+    read_arm_model_config,
     select_arms,
 )
 from abqa.serve.server import ServeOptions, check_ports_free, pytriton_binding, ready_report
@@ -39,15 +39,15 @@ def copy_repository(source: Path, target: Path, arms=("bert", "distilbert")) -> 
     return target
 
 
-def served_arm(name="a", instances=1, threads=0) -> ServedArm:
-    return ServedArm(name, Path("m.onnx"), (), (), 8, True, (2, 4, 8), 2000, instances, threads)
+def arm_model_config(name="a", instances=1, threads=0) -> ArmModelConfig:
+    return ArmModelConfig(name, Path("m.onnx"), (), (), 8, True, (2, 4, 8), 2000, instances, threads)
 
 
 # --- reading the repository ------------------------------------------------------------------------------------
 
 
-def test_read_served_arm_takes_everything_from_config_pbtxt(tiny_repository):
-    bert = read_served_arm(tiny_repository, "bert")
+def test_read_arm_model_config_takes_everything_from_config_pbtxt(tiny_repository):
+    bert = read_arm_model_config(tiny_repository, "bert")
     assert bert.model_path == tiny_repository / "bert" / "1" / "model.onnx"
     assert [s.name for s in bert.inputs] == ["input_ids", "attention_mask", "token_type_ids"]
     assert {s.data_type for s in bert.inputs} == {"TYPE_INT64"}
@@ -56,7 +56,8 @@ def test_read_served_arm_takes_everything_from_config_pbtxt(tiny_repository):
     assert bert.max_batch_size == 8 and bert.dynamic_batching
     assert bert.preferred_batch_sizes == (2, 4, 8) and bert.max_queue_delay_us == 2000
     assert bert.instances == 1 and bert.intra_op_threads == 1  # the fixture exports with 1 thread
-    assert [s.name for s in read_served_arm(tiny_repository, "distilbert").inputs] == ["input_ids", "attention_mask"]
+    distilbert = read_arm_model_config(tiny_repository, "distilbert")
+    assert [s.name for s in distilbert.inputs] == ["input_ids", "attention_mask"]
 
 
 def test_discover_and_select_arms(tiny_repository, tmp_path):
@@ -82,7 +83,7 @@ def test_broken_arm_is_an_error_naming_the_arm(tiny_repository, tmp_path, breaka
     repository = copy_repository(tiny_repository, tmp_path / "repo", arms=("bert",))
     breakage(repository / "bert")
     with pytest.raises(AbqaError, match=message) as error:
-        read_served_arm(repository, "bert")
+        read_arm_model_config(repository, "bert")
     assert "arm 'bert'" in str(error.value)
 
 
@@ -90,10 +91,10 @@ def test_a_model_onnx_runtime_cannot_load_is_an_error_naming_the_arm(tiny_reposi
     repository = copy_repository(tiny_repository, tmp_path / "repo", arms=("distilbert",))
     (repository / "distilbert" / "1" / "model.onnx").write_bytes(b"not an onnx graph")
     with pytest.raises(AbqaError, match="arm 'distilbert': ONNX Runtime cannot load"):
-        create_session(read_served_arm(repository, "distilbert").model_path, 1, arm="distilbert")
+        create_session(read_arm_model_config(repository, "distilbert").model_path, 1, arm="distilbert")
 
 
-def pytriton_config_for(arm: ServedArm) -> dict:
+def pytriton_config_for(arm: ArmModelConfig) -> dict:
     """The model config PyTriton would hand tritonserver for this binding (its own generator, no server)."""
     from pytriton.model_config.generator import ModelConfigGenerator
     from pytriton.model_config.triton_model_config import TensorSpec, TritonModelConfig
@@ -108,7 +109,7 @@ def pytriton_config_for(arm: ServedArm) -> dict:
 
 
 def test_binding_declares_what_config_pbtxt_declares(tiny_repository, tmp_path):
-    generated = pytriton_config_for(read_served_arm(tiny_repository, "bert"))
+    generated = pytriton_config_for(read_arm_model_config(tiny_repository, "bert"))
     assert generated["max_batch_size"] == 8
     assert generated["dynamic_batching"] == {"maxQueueDelayMicroseconds": 2000, "preferredBatchSize": [2, 4, 8]}
     assert [(t["name"], t["data_type"], t["dims"]) for t in generated["input"]] == [
@@ -121,7 +122,7 @@ def test_binding_declares_what_config_pbtxt_declares(tiny_repository, tmp_path):
     config_path = repository / "distilbert" / "config.pbtxt"
     text = config_path.read_text()
     config_path.write_text(text[:text.index("dynamic_batching")] + text[text.index("instance_group"):])
-    generated = pytriton_config_for(read_served_arm(repository, "distilbert"))
+    generated = pytriton_config_for(read_arm_model_config(repository, "distilbert"))
     assert generated["max_batch_size"] == 8 and "dynamic_batching" not in generated
 
 
@@ -129,7 +130,7 @@ def test_binding_declares_what_config_pbtxt_declares(tiny_repository, tmp_path):
 
 
 def test_plan_sessions_shares_the_cores():
-    arms = [served_arm("a"), served_arm("b")]
+    arms = [arm_model_config("a"), arm_model_config("b")]
     assert {n: (p.instances, p.intra_op_threads) for n, p in plan_sessions(arms, 8).items()} == {"a": (1, 4), "b": (1, 4)}
     assert {p.intra_op_threads for p in plan_sessions(arms, 8, instances=2).values()} == {2}
     assert {p.instances for p in plan_sessions(arms, 8, instances=2).values()} == {2}
@@ -138,7 +139,7 @@ def test_plan_sessions_shares_the_cores():
 
 
 def test_plan_sessions_honours_the_exported_thread_count_unless_overridden():
-    arms = [served_arm("a", threads=1), served_arm("b")]
+    arms = [arm_model_config("a", threads=1), arm_model_config("b")]
     plans = plan_sessions(arms, 8)
     assert plans["a"].intra_op_threads == 1 and plans["b"].intra_op_threads == 4
     # The exported figure was planned for the exported instance count: overriding instances re-plans.
@@ -181,7 +182,7 @@ def test_serve_cli_reports_a_missing_repository(tmp_path, capsys):
 
 
 def test_ready_report_names_urls_pid_and_every_model(tiny_repository):
-    arms = [read_served_arm(tiny_repository, name) for name in ("bert", "distilbert")]
+    arms = [read_arm_model_config(tiny_repository, name) for name in ("bert", "distilbert")]
     options = ServeOptions(tiny_repository, http_port=1, grpc_port=2, metrics_port=3)
     report = ready_report(arms, plan_sessions(arms, 2), options, pid=42)
     first, *rest = report.splitlines()
@@ -198,7 +199,7 @@ def tokenized(repository: Path, arm: str, question=QUESTION, context=CONTEXT) ->
 
     tokenizer = AutoTokenizer.from_pretrained(repository / arm / "tokenizer")
     encoded = tokenizer(question, context, return_tensors="np")
-    names = [s.name for s in read_served_arm(repository, arm).inputs]
+    names = [s.name for s in read_arm_model_config(repository, arm).inputs]
     return {name: encoded[name].astype(np.int64) for name in names}
 
 
@@ -243,7 +244,7 @@ def test_triton_answers_exactly_like_the_same_session_in_process(triton_server, 
     import tritonclient.grpc as grpcclient
 
     feeds = tokenized(tiny_repository, arm)
-    served = read_served_arm(tiny_repository, arm)
+    served = read_arm_model_config(tiny_repository, arm)
     session = create_session(served.model_path, served.intra_op_threads)
     want_start, want_end = session.run(["start_logits", "end_logits"], feeds)
 

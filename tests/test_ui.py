@@ -18,8 +18,8 @@ import pytest
 from fastapi.testclient import TestClient
 from streamlit.testing.v1 import AppTest
 
-from abqa.core.config import METADATA_FILENAME, TOKENIZER_DIRNAME
 from abqa.core.errors import AbqaError
+from abqa.core.repository import METADATA_FILENAME, TOKENIZER_DIRNAME
 from abqa.core.squad import load_builtin_sample
 from abqa.router.backend import AnswerFailed, ArmAnswer, BackendUnavailable
 from abqa.ui import logic

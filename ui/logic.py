@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from abqa.core.config import DEFAULT_HOST, DEFAULT_MODEL_REPOSITORY, DEFAULT_RUNS_DIR, GRPC_PORT, METADATA_FILENAME
+from abqa.core.config import DEFAULT_HOST, DEFAULT_MODEL_REPOSITORY, DEFAULT_RUNS_DIR, GRPC_PORT
 from abqa.core.errors import AbqaError
 from abqa.core.records import ExportMetadata
 from abqa.core.run import REPORT_JSON, ReportData, RunFolder
 from abqa.core.scoring import SQUAD_V1, ScoringRule
+from abqa.core.repository import ArmPaths, arm_folders
 from abqa.core.squad import SOURCE_SHARED, SquadDataset, SquadQuestion
 from abqa.router.backend import AnswerFailed, ArmAnswer, BackendUnavailable
 
@@ -94,7 +95,7 @@ class ArmCard:
 
 def served_card(name: str, repository: str | Path) -> ArmCard:
     """The arm's provenance from `abqa export`'s metadata in the model repository the server uses."""
-    path = Path(repository) / name / METADATA_FILENAME
+    path = ArmPaths(repository, name).metadata
     if not path.is_file():
         return ArmCard(name, KIND_SERVED, None, f"provenance unknown: no {path}")
     try:
@@ -108,11 +109,7 @@ def served_card(name: str, repository: str | Path) -> ArmCard:
 
 def repository_arms(repository: str | Path) -> list[str]:
     """The arms of a model repository: its folders with a Triton config or abqa's export metadata."""
-    repository = Path(repository)
-    if not repository.is_dir():
-        return []
-    return sorted(path.name for path in repository.iterdir()
-                  if (path / "config.pbtxt").is_file() or (path / METADATA_FILENAME).is_file())
+    return [arm.arm for arm in arm_folders(repository) if arm.exported or arm.metadata.is_file()]
 
 
 def replay_card(name: str, path: str | Path) -> ArmCard:

@@ -39,11 +39,6 @@ PAD_MULTIPLE = 64
 DEFAULT_MODEL_REPOSITORY = Path("model_repository")
 DEFAULT_RUNS_DIR = Path("runs")
 
-# Files that `abqa export` writes beside each model; Triton ignores non-numeric folders and
-# unknown files in a model directory, so they live next to config.pbtxt.
-METADATA_FILENAME = "abqa-metadata.json"
-TOKENIZER_DIRNAME = "tokenizer"
-
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
 DEFAULT_HOST = "127.0.0.1"
 

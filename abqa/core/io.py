@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import IO, Any, Iterable, Iterator
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -41,26 +42,45 @@ def read_json_file(path: str | os.PathLike, where: str) -> tuple[Any, bytes]:
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any, *, indent: int = 2) -> Path:
-    """Write JSON atomically (see write_text_atomic)."""
+    """Write JSON atomically (see atomic_file)."""
     return write_text_atomic(path, json.dumps(obj, indent=indent, ensure_ascii=False, default=str) + "\n")
 
 
+def write_jsonl_atomic(path: str | os.PathLike, records: Iterable[dict]) -> Path:
+    """Replace a JSON-lines file atomically (see atomic_file), one record a line as append_jsonl writes them."""
+    return write_text_atomic(path, "".join(jsonl_line(record) for record in records))
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write text to `path` via a temporary file in the same folder, so readers never see half a file."""
+    """Write text atomically (see atomic_file)."""
+    with atomic_file(path) as handle:
+        handle.write(text)
+    return Path(path)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, mode: str = "w", *, newline: str | None = None) -> Iterator[IO]:
+    """A file to write `path` through, so readers never see half a file: a temporary file in the same folder,
+    fsynced and renamed over `path` in one step when the block ends; removed (and `path` untouched) on an error.
+
+    `mode` is "w" (UTF-8 text; `newline` as for open(), "" for the csv module) or "wb" (bytes, e.g. np.savez).
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_file: mode {mode!r} is not 'w' or 'wb'")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    text_options = {} if mode == "wb" else {"encoding": "utf-8", "newline": newline}
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, mode, **text_options) as handle:
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes 0600; a report is for others to read too
+        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes 0600; results are for others to read too
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
 
 
 def _current_umask() -> int:
@@ -69,11 +89,16 @@ def _current_umask() -> int:
     return mask
 
 
+def jsonl_line(record: dict) -> str:
+    """One record as a line of a JSON-lines file."""
+    return json.dumps(record, ensure_ascii=False) + "\n"
+
+
 def append_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> None:
     """Append records and flush at once: a run killed a moment later keeps every line written."""
     with open(path, "a", encoding="utf-8") as handle:
         for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            handle.write(jsonl_line(record))
         handle.flush()
         os.fsync(handle.fileno())
 

@@ -6,12 +6,12 @@ The run folder's files (meta.json, eval.jsonl, load.json, report.json) are typed
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from abqa.core.errors import AbqaError
+from abqa.core.io import read_json_file
 
 STANDIN_WARNING = (
     "STAND-IN: untrained weights with the published architecture; latency, memory and size are "
@@ -53,12 +53,14 @@ class ExportMetadata:
 
     @classmethod
     def read(cls, path: str | Path) -> "ExportMetadata":
+        if not Path(path).is_file():
+            raise AbqaError(f"{path}: missing; re-run `abqa export` for this arm")
+        data, _ = read_json_file(path, str(path))
         try:
-            return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
-        except FileNotFoundError as exc:
-            raise AbqaError(f"{path}: missing; re-run `abqa export` for this arm") from exc
-        except (json.JSONDecodeError, TypeError) as exc:
-            raise AbqaError(f"{path}: not a valid abqa metadata file ({exc})") from exc
+            return cls.from_dict(data)
+        except (AttributeError, TypeError) as exc:  # not an object, or a required field missing
+            raise AbqaError(
+                f"{path}: not a valid abqa metadata file ({exc}); re-run `abqa export` for this arm") from None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -9,14 +9,13 @@ side is newer, instead of failing somewhere deep in the report.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, ClassVar, Iterable, Iterator, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from abqa.core.errors import AbqaError
-from abqa.core.io import read_json_file, read_jsonl, write_json_atomic, write_text_atomic
+from abqa.core.io import jsonl_line, read_json_file, read_jsonl, write_json_atomic, write_jsonl_atomic
 
 # One number for the whole folder: a change to any file's fields that an older reader would misread bumps it.
 SCHEMA_VERSION = 1
@@ -122,9 +121,9 @@ def _which(data: Any) -> str:
 
 
 def record_line(record: Record) -> str:
-    return json.dumps(record.to_dict(), ensure_ascii=False) + "\n"
+    return jsonl_line(record.to_dict())
 
 
 def write_record_lines(path: str | Path, records: Iterable[Record]) -> Path:
     """Replace a JSONL file atomically (a rewrite, not an append)."""
-    return write_text_atomic(path, "".join(record_line(record) for record in records))
+    return write_jsonl_atomic(path, (record.to_dict() for record in records))
