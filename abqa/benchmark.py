@@ -18,6 +18,7 @@ from abqa.core.config import DEFAULT_ARMS_V2, DEFAULT_RUNS_DIR, shared_data_dir
 from abqa.flags import (add_load_arguments, add_mlflow_argument, add_order_argument, add_replay_argument,
                         add_sample_argument, add_squad_argument, add_squad_rules_arguments, add_threads_argument)
 from abqa.core.scoring import squad_rule
+from abqa.triton.endpoint import Endpoint
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ def run_benchmark(args: argparse.Namespace) -> BenchmarkResult:
     from abqa.core.hub import hub_reachable
     from abqa.export.cli import arm_specs_from_args, export_options_from_args
     from abqa.export.pipeline import export_arms
-    from abqa.serve.process import start_server
+    from abqa.serve.process import server_for_run
 
     run_dir = args.out or DEFAULT_RUNS_DIR / datetime.now().strftime("benchmark-%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -120,15 +121,14 @@ def run_benchmark(args: argparse.Namespace) -> BenchmarkResult:
 
     print("== 2/5 serve", flush=True)
     exit_code = 0
-    with start_server(
-        args.model_repository, arms=served_arms, threads=args.threads, log_path=run_dir / "server.log"
-    ) as server:
-        print(f"   Triton ready: {server.http_url} (gRPC {server.grpc_url}, metrics {server.metrics_url})", flush=True)
+    with server_for_run(args.model_repository, served_arms, "grpc", threads=args.threads,
+                        log_path=run_dir / "server.log",
+                        echo=lambda line: print(f"   {line}", flush=True)) as (server, grpc):
         print("== 3/5 evaluate", flush=True)
-        exit_code |= _evaluate(args, run_dir, served_arms, server.grpc_url)
+        exit_code |= _evaluate(args, run_dir, served_arms, grpc)
         if not args.skip_load:
             print("== 4/5 load test", flush=True)
-            exit_code |= _loadtest(args, run_dir, served_arms, server)
+            exit_code |= _loadtest(args, run_dir, served_arms, server.http)
     print("== 5/5 report", flush=True)
     report_html = _report(run_dir, args.bootstrap)
     replay_html = None if args.no_shared_replay else _shared_replay(args, run_dir)
@@ -168,13 +168,13 @@ def _v2_default_squad(version: str | None) -> str | None:
     return str(path) if path is not None else None
 
 
-def _evaluate(args: argparse.Namespace, run_dir: Path, arms: list[str], grpc_url: str) -> int:
+def _evaluate(args: argparse.Namespace, run_dir: Path, arms: list[str], endpoint: Endpoint) -> int:
     from abqa.client.arms import parse_replay_spec
     from abqa.client.runner import STATUS_COMPLETE, EvalOptions, print_result, run_evaluation
 
     options = EvalOptions(
         out=run_dir, squad=args.squad, sample=args.sample or None, seed=args.seed, arms=arms,
-        replays=[parse_replay_spec(text) for text in args.replay], url=grpc_url, protocol="grpc",
+        replays=[parse_replay_spec(text) for text in args.replay], url=endpoint.url, protocol=endpoint.protocol,
         order=args.order, model_repository=args.model_repository,
         version=args.squad_version, null_threshold=args.null_threshold,
     )
@@ -183,7 +183,7 @@ def _evaluate(args: argparse.Namespace, run_dir: Path, arms: list[str], grpc_url
     return 0 if result.status == STATUS_COMPLETE else 1
 
 
-def _loadtest(args: argparse.Namespace, run_dir: Path, arms: list[str], server) -> int:
+def _loadtest(args: argparse.Namespace, run_dir: Path, arms: list[str], endpoint: Endpoint) -> int:
     from abqa.loadtest.runner import LoadTestOptions, run_loadtest
     from abqa.loadtest.traffic import TrafficPlan, parse_duration, parse_users
 
@@ -192,8 +192,7 @@ def _loadtest(args: argparse.Namespace, run_dir: Path, arms: list[str], server) 
         users=parse_users(args.users),
         duration_s=parse_duration(args.duration),
         out=run_dir,
-        url=server.http_url,
-        metrics_url=server.metrics_url,
+        endpoint=endpoint,
         model_repository=args.model_repository,
         squad=args.squad or _v2_default_squad(args.squad_version),
         seed=args.seed,

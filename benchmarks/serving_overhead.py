@@ -63,19 +63,10 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def measure(arm: str, feeds: dict[str, np.ndarray], session, client, requests: int, warmup: int) -> dict:
-    import tritonclient.grpc as grpcclient
-
     outputs = [o.name for o in session.get_outputs()]
 
     def triton_once() -> None:
-        inputs = []
-        for name, array in feeds.items():
-            tensor = grpcclient.InferInput(name, list(array.shape), "INT64")
-            tensor.set_data_from_numpy(array)
-            inputs.append(tensor)
-        result = client.infer(arm, inputs, outputs=[grpcclient.InferRequestedOutput(n) for n in outputs])
-        for name in outputs:
-            result.as_numpy(name)
+        client.request(arm, feeds, outputs)
 
     def local_once() -> None:
         session.run(outputs, feeds)
@@ -83,7 +74,7 @@ def measure(arm: str, feeds: dict[str, np.ndarray], session, client, requests: i
     for _ in range(warmup):
         local_once()
         triton_once()
-    before = client.get_inference_statistics(arm, as_json=True)["model_stats"][0]["inference_stats"]
+    before = client.statistics(arm)["model_stats"][0]["inference_stats"]
     local, served = [], []
     for i in range(requests):
         # Alternate which path goes first, so neither always runs right after the other.
@@ -93,7 +84,7 @@ def measure(arm: str, feeds: dict[str, np.ndarray], session, client, requests: i
             start = time.perf_counter()
             fn()
             (local if name == "local" else served).append((time.perf_counter() - start) * 1000)
-    after = client.get_inference_statistics(arm, as_json=True)["model_stats"][0]["inference_stats"]
+    after = client.statistics(arm)["model_stats"][0]["inference_stats"]
     server_ms = {
         part: (int(after[part]["ns"]) - int(before.get(part, {}).get("ns", 0))) / 1e6 / requests
         for part in ("queue", "compute_input", "compute_infer", "compute_output")
@@ -128,9 +119,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="gRPC host:port of a Triton already serving the repository (default: start abqa serve)")
     args = parser.parse_args(argv)
 
-    import tritonclient.grpc as grpcclient
-
     from abqa.serve.process import start_server
+    from abqa.triton.client import RetryPolicy, TritonClient
+    from abqa.triton.endpoint import Endpoint
 
     repository = args.model_repository.resolve()
     names = select_arms(discover_arms(repository), split_csv(args.arms))
@@ -140,10 +131,10 @@ def main(argv: list[str] | None = None) -> int:
           f"and path, concurrency 1, gRPC", flush=True)
 
     server = None if args.url else start_server(repository, arms=names, threads=args.threads)
-    url = args.url or server.grpc_url
+    endpoint = Endpoint.parse(args.url, "grpc") if args.url else server.grpc
     rows = []
     try:
-        with grpcclient.InferenceServerClient(url) as client:
+        with TritonClient(endpoint, retry=RetryPolicy(attempts=1)) as client:
             for arm in arms:
                 plan = plans[arm.name]
                 feeds = request_for(repository, arm.name, args.length)

@@ -193,11 +193,12 @@ class ServedArm:
 
     def connect(self) -> None:
         """Connect, read the model's tensors from the server and load the arm's tokenizer (in the worker thread)."""
-        from abqa.client.triton import RetryPolicy, TritonClient
+        from abqa.triton.client import TritonClient
+        from abqa.triton.endpoint import Endpoint
 
-        self.client = TritonClient(self.url, self.protocol, self.timeout_s, self.retry or RetryPolicy())
+        self.client = TritonClient(Endpoint.parse(self.url, self.protocol), timeout_s=self.timeout_s, retry=self.retry)
         if not self.client.server_live():
-            raise AbqaError(f"no Triton server answers at {self.protocol}://{self.client.url}: start one with "
+            raise AbqaError(f"no Triton server answers at {self.client.endpoint}: start one with "
                             "`abqa serve` (or pass --url/--protocol, or --start-server)")
         self.model = self.client.model_info(self.name)
         missing = [name for name in (START_LOGITS, END_LOGITS) if name not in self.model.output_names]

@@ -64,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def build_options(args: argparse.Namespace):
     from abqa.client.arms import parse_na_prob_spec, parse_replay_spec
     from abqa.client.runner import EvalOptions
-    from abqa.client.triton import RetryPolicy
+    from abqa.triton.client import RetryPolicy
 
     replays = [parse_replay_spec(text) for text in args.replay]
     if args.arms is not None:

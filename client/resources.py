@@ -1,18 +1,17 @@
-"""Which process serves the URL, and the peak resident memory of the client and of that server during a run."""
+"""Which process serves the endpoint, and the peak resident memory of the client and of that server during a run."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import resource
-import socket
 import sys
 import threading
 from dataclasses import dataclass
 
-log = logging.getLogger(__name__)
+from abqa.triton.endpoint import Endpoint
 
-_LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0", ""}
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -27,22 +26,12 @@ def client_peak_rss_mb() -> float:
     return round(peak / 1024.0 if sys.platform != "darwin" else peak / 2**20, 1)
 
 
-def is_local_host(host: str) -> bool:
-    if host in _LOCAL_HOSTS or host.startswith("127."):
-        return True
-    with contextlib.suppress(OSError):
-        return host in (socket.gethostname(), socket.getfqdn())
-    return False
-
-
-def find_server_process(address: str) -> ServerProcess | None:
-    """The process listening on `address` ("host:port") when it is on this machine, and the `abqa serve` above it.
+def find_server_process(endpoint: Endpoint) -> ServerProcess | None:
+    """The process listening on the endpoint's port when it is on this machine, and the `abqa serve` above it.
 
     Returns None when the host is remote or the listener cannot be seen (another user's process, no psutil).
     """
-    host, _, port = address.rpartition(":")
-    host = host.strip("[]")
-    if not port.isdigit() or not is_local_host(host):
+    if not endpoint.is_local:
         return None
     try:
         import psutil
@@ -51,7 +40,7 @@ def find_server_process(address: str) -> ServerProcess | None:
     listener = None
     with contextlib.suppress(psutil.Error, OSError):
         for connection in psutil.net_connections(kind="tcp"):
-            if connection.status == psutil.CONN_LISTEN and connection.laddr and connection.laddr.port == int(port) \
+            if connection.status == psutil.CONN_LISTEN and connection.laddr and connection.laddr.port == endpoint.port \
                     and connection.pid:
                 listener = connection.pid
                 break

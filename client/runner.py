@@ -37,7 +37,8 @@ from abqa.client.arms import STATUS_FAILED, ReplayArm, ServedArm, utc_now
 from abqa.client.resources import PeakSampler, client_peak_rss_mb, find_server_process
 from abqa.client.summary import KIND_STANDIN, ArmSummary, format_table, summarize
 from abqa.client.summary import answerability_groups, format_group_table, summarize_by_group
-from abqa.client.triton import InferFailed, RetryPolicy, normalize_url
+from abqa.triton.client import InferFailed, RetryPolicy
+from abqa.triton.endpoint import Endpoint
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +75,9 @@ class EvalOptions:
     def arm_names(self) -> list[str]:
         return [*self.arms, *(name for name, _ in self.replays)]
 
-    def resolved_url(self) -> str:
-        default = f"{core_config.DEFAULT_HOST}:{core_config.GRPC_PORT if self.protocol == 'grpc' else core_config.HTTP_PORT}"
-        return normalize_url(self.url or default, self.protocol)
+    def endpoint(self) -> Endpoint:
+        """--url and --protocol as one Endpoint (the default server when --url is not given)."""
+        return Endpoint.parse(self.url, self.protocol)
 
 
 @dataclass
@@ -149,7 +150,7 @@ def options_to_argv(options: EvalOptions) -> list[str]:
     argv += ["--seed", str(options.seed), "--order", options.order]
     if options.arms:
         argv += ["--arms", ",".join(options.arms)]
-        argv += ["--url", options.url or options.resolved_url(), "--protocol", options.protocol]
+        argv += ["--url", options.url or options.endpoint().address, "--protocol", options.protocol]
         argv += ["--model-repository", str(options.model_repository)]
         if options.start_server:
             argv.append("--start-server")
@@ -317,7 +318,7 @@ def answer_or_fail(arm: ServedArm, question: SquadQuestion) -> EvalRecord:
         return arm.answer(question)
     except InferFailed as exc:
         if exc.transient and not arm.client.server_live():
-            raise ServerGone(f"the server at {arm.protocol}://{arm.client.url} stopped answering "
+            raise ServerGone(f"the server at {arm.client.endpoint} stopped answering "
                              f"(arm {arm.name}, question {question.id}: {exc})") from None
         log.warning("arm %s, question %s: failed: %s", arm.name, question.id, exc)
         return arm.failed_record(question, started_at, str(exc))
@@ -355,8 +356,9 @@ def run_evaluation(options: EvalOptions) -> EvalResult:
     _check_replay_files(previous, replays, out)
 
     server_handle = None
+    started = contextlib.ExitStack()    # the server this run started (--start-server), stopped at its end
     workers: dict[str, _Worker] = {}
-    url = options.resolved_url()
+    endpoint = options.endpoint()
     status, message = STATUS_FAILED_RUN, ""
     sampler = PeakSampler(None)
     server_info: dict = {"kind": None, "url": None, "protocol": None, "pid": None, "peak_rss_mb": None}
@@ -364,21 +366,23 @@ def run_evaluation(options: EvalOptions) -> EvalResult:
     try:
         if options.arms:
             if options.start_server:
-                server_handle = _start_server(options)
-                url = server_handle.grpc_url if options.protocol == "grpc" else server_handle.http_address
+                from abqa.serve.process import server_for_run
+
+                server_handle, endpoint = started.enter_context(server_for_run(
+                    options.model_repository, options.arms, options.protocol, echo=log.warning))
             for name in options.arms:
-                arm = ServedArm(name, Path(options.model_repository), url, options.protocol, options.timeout_s,
+                arm = ServedArm(name, Path(options.model_repository), endpoint.url, options.protocol, options.timeout_s,
                                 options.retry, rule=dataset.rule, null_threshold=options.null_threshold)
                 workers[name] = _Worker(arm)
                 workers[name].submit(arm.connect).result()
-            found = find_server_process(url)
+            found = find_server_process(endpoint)
             if server_handle is not None:
                 server_info.update(kind="abqa-serve", pid=server_handle.pid)
             elif found is not None:
                 server_info.update(kind=found.kind, pid=found.pid)
             else:
                 server_info.update(kind="triton")
-            server_info.update(url=url, protocol=options.protocol)
+            server_info.update(url=endpoint.address, protocol=options.protocol)
             server_info["triton_version"] = _server_version(workers)
             sampler = PeakSampler(server_info["pid"])
         meta = _build_meta(options, dataset, questions, previous, workers, replays, existing, server_info,
@@ -402,7 +406,7 @@ def run_evaluation(options: EvalOptions) -> EvalResult:
         if server_handle is not None:
             with contextlib.suppress(Exception):
                 server_info["peak_rss_mb"] = sampler.peak_mb
-            server_handle.stop()
+        started.close()
         records = existing + (writer.written if writer is not None else [])
         if meta_path.exists() or records:
             final = _build_meta(options, dataset, questions, previous, workers, replays, records, server_info,
@@ -480,13 +484,6 @@ def _answer_parallel(question: SquadQuestion, pending: list[str], workers: dict[
     return records
 
 
-def _start_server(options: EvalOptions):
-    from abqa.serve.process import start_server
-
-    log.warning("starting abqa serve on %s for arms %s", options.model_repository, ", ".join(options.arms))
-    return start_server(options.model_repository, arms=options.arms)
-
-
 def _server_version(workers: dict[str, _Worker]) -> str | None:
     if not workers:
         return None
@@ -518,7 +515,7 @@ def _announce_arms(workers: dict[str, _Worker], replays: dict[str, ReplayArm]) -
     for name, worker in workers.items():
         if worker.arm.standin:
             log.warning("arm %s is a %s", name, STANDIN_WARNING)
-        log.info("arm %s: served by %s://%s, inputs %s", name, worker.arm.protocol, worker.arm.client.url,
+        log.info("arm %s: served by %s, inputs %s", name, worker.arm.client.endpoint,
                  ", ".join(worker.arm.model.input_names))
     for name, replay in replays.items():
         log.info("arm %s: replay of %s (%d predictions)", name, replay.path, len(replay.predictions))

@@ -3,7 +3,6 @@
 locustfile.py      the plain locustfile (`locust -f loadtest/locustfile.py`): QAUser, custom arguments
 traffic.py         arms, weights, mode, users and duration as options (pure)
 pool.py            the request pool: SQuAD windows tokenised per arm with abqa.core.qa, saved as pool.npz
-kserve.py          the tritonclient wrapper the users speak through (HTTP; gRPC made gevent-safe)
 final_csv.py       Locust's CSVs completed from the final statistics when Locust quits
 server_metrics.py  Triton's Prometheus counters and batch statistics, differenced per step (pure parsing)
 results.py         Locust CSVs + server view -> LoadRows -> load.json, load.csv, the table (pure but the writers)

@@ -59,29 +59,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run_command)
 
 
-def build_options(args: argparse.Namespace, url: str | None = None, metrics_url: str | None = None):
+def build_options(args: argparse.Namespace):
     from abqa.loadtest import traffic
     from abqa.loadtest.runner import LoadTestOptions
-    from abqa.loadtest.server_metrics import default_metrics_url
+    from abqa.triton.endpoint import Endpoint
 
     arms = traffic.parse_arms(args.arms)
     plan = traffic.TrafficPlan(arms, traffic.parse_weights(args.weights, arms), args.mode)
-    url = url or args.url or ("127.0.0.1:8001" if args.protocol == "grpc" else "http://127.0.0.1:8000")
-    if metrics_url is None:
-        metrics_url = args.metrics_url
-        if metrics_url is None:
-            metrics_url = default_metrics_url(url, args.protocol)
-        elif metrics_url.lower() == "none":
-            metrics_url = None
     out = args.out or args.runs_dir / (args.name or datetime.now().strftime("load-%Y%m%d-%H%M%S"))
     return LoadTestOptions(
         plan=plan,
         users=traffic.parse_users(args.users),
         duration_s=traffic.parse_duration(args.duration),
         out=Path(out),
-        url=url,
-        protocol=args.protocol,
-        metrics_url=metrics_url,
+        endpoint=Endpoint.parse(args.url, args.protocol, args.metrics_url),
         model_repository=args.model_repository,
         squad=args.squad,
         pool_size=args.pool_size,
@@ -93,6 +84,7 @@ def build_options(args: argparse.Namespace, url: str | None = None, metrics_url:
 
 def run_command(args: argparse.Namespace) -> int:
     import contextlib
+    import dataclasses
 
     from abqa.integrations.mlflow_tracking import track_stage
     from abqa.loadtest import results
@@ -101,13 +93,11 @@ def run_command(args: argparse.Namespace) -> int:
     options = build_options(args)  # user errors surface before any server starts
     with contextlib.ExitStack() as stack:
         if args.start_server:
-            from abqa.serve.process import start_server
+            from abqa.serve.process import server_for_run
 
-            print(f"starting abqa serve on {args.model_repository} ...", flush=True)
-            server = stack.enter_context(start_server(args.model_repository, arms=list(options.plan.arms)))
-            url = server.http_url if args.protocol == "http" else server.grpc_url
-            options = build_options(args, url=url, metrics_url=server.metrics_url)
-            print(f"abqa serve ready (pid {server.pid}): {url}", flush=True)
+            _, endpoint = stack.enter_context(server_for_run(args.model_repository, options.plan.arms, args.protocol,
+                                                             echo=lambda line: print(line, flush=True)))
+            options = dataclasses.replace(options, endpoint=endpoint)
         try:
             result = run_loadtest(options, echo=lambda line: print(line, flush=True))
         except KeyboardInterrupt:

@@ -23,12 +23,14 @@ from abqa.core.config import DEFAULT_MODEL_REPOSITORY
 from abqa.core.errors import AbqaError
 from abqa.loadtest import traffic
 from abqa.loadtest.final_csv import write_final_csvs
-from abqa.loadtest.kserve import DEFAULT_TIMEOUT_S, KServeClient, make_grpc_gevent_safe
 from abqa.loadtest.pool import DEFAULT_POOL_SIZE, PoolItem, RequestPool, build_pool
+from abqa.triton.client import DEFAULT_TIMEOUT_S, InferFailed, RetryPolicy, TritonClient, make_grpc_gevent_safe
+from abqa.triton.endpoint import Endpoint
 
 log = logging.getLogger("abqa.loadtest")
 
-DEFAULT_HOST_URL = "http://127.0.0.1:8000"
+# A failed request is a failure of its arm, never asked again: the load test measures what the server does.
+NO_RETRY = RetryPolicy(attempts=1)
 # After a failed request a user waits this long before the next: a dead server is reported, not hammered.
 FAILURE_BACKOFF_S = 0.1
 
@@ -58,7 +60,7 @@ class Traffic:
     """What every user of this process shares: the request pool and the options it was built from."""
 
     pool: RequestPool | None = None
-    protocol: str = "http"
+    endpoint: Endpoint | None = None        # --host and --protocol (default: HTTP on 127.0.0.1)
     timeout_s: float = DEFAULT_TIMEOUT_S
 
 
@@ -68,15 +70,16 @@ def prepare_traffic(environment, **_kwargs) -> None:
     options = environment.parsed_options
     if options is None:  # Locust used as a library without this file's arguments
         return
-    Traffic.protocol, Traffic.timeout_s = options.protocol, options.request_timeout
-    if Traffic.protocol == "grpc":
-        make_grpc_gevent_safe()
     try:
+        Traffic.endpoint = Endpoint.parse(options.host or None, options.protocol, flag="--host")
+        Traffic.timeout_s = options.request_timeout
+        if Traffic.endpoint.protocol == "grpc":
+            make_grpc_gevent_safe()
         arms = traffic.parse_arms(options.arms)
         if options.pool_file:
             pool = RequestPool.load(options.pool_file).for_arms(arms)
         else:
-            with KServeClient(options.host or DEFAULT_HOST_URL, Traffic.protocol, timeout_s=10) as client:
+            with TritonClient(Traffic.endpoint, timeout_s=10, retry=NO_RETRY) as client:
                 pool = build_pool(arms, options.model_repository, squad=options.squad or None,
                                   size=options.pool_size, fetch_metadata=client.model_metadata)
     except AbqaError as exc:
@@ -109,11 +112,12 @@ class QAUser(User):
         self.pool = Traffic.pool.for_arms(arms)
         self.rng = random.Random()
         self.last_request_failed = False
-        self.kserve = KServeClient(self.host or DEFAULT_HOST_URL, Traffic.protocol,
-                                   concurrency=len(arms), timeout_s=Traffic.timeout_s)
+        # Parsed here too: the web UI's form may give this run another host than the command line did.
+        endpoint = Endpoint.parse(self.host or None, Traffic.endpoint.protocol, flag="--host")
+        self.triton = TritonClient(endpoint, timeout_s=Traffic.timeout_s, retry=NO_RETRY, concurrency=len(arms))
 
     def on_stop(self) -> None:
-        self.kserve.close()
+        self.triton.close()
 
     @task
     def ask_a_question(self) -> None:
@@ -141,11 +145,14 @@ class QAUser(User):
         started = time.perf_counter()
         received, error = 0, None
         try:
-            received = self.kserve.infer(arm, request.tensors[arm], outputs)
+            answer = self.triton.request(arm, request.tensors[arm], outputs)
+            received = sum(array.nbytes for array in answer.values())
+        except InferFailed as exc:  # Locust reports the request under the arm's name: the cause is the message
+            error = exc.__cause__ or exc
         except Exception as exc:  # every way a request can fail is a failure of that arm, with its message
             error = exc
         self.environment.events.request.fire(
-            request_type=Traffic.protocol.upper(),
+            request_type=Traffic.endpoint.protocol.upper(),
             name=arm,
             response_time=(time.perf_counter() - started) * 1000.0,
             response_length=received,

@@ -9,24 +9,23 @@ server that is down, a Locust that hangs: each is recorded with its message and 
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
-import os
-import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from abqa.core.config import DEFAULT_MODEL_REPOSITORY
+from abqa.core.processes import spawn, stop_process
 from abqa.core.run import LoadDocument, LoadRow, MachineInfo, PoolDataset, RunFolder, StepRecord
 from abqa.loadtest import results
 from abqa.loadtest.pool import DEFAULT_POOL_SIZE, DEFAULT_SEED, build_pool, read_standin_flags
 from abqa.loadtest.server_metrics import server_view, take_snapshot
 from abqa.loadtest.traffic import TrafficPlan, locust_run_time
+from abqa.triton.endpoint import Endpoint
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +44,8 @@ class LoadTestOptions:
     users: tuple[int, ...]
     duration_s: float
     out: Path
-    url: str = "http://127.0.0.1:8000"
-    protocol: str = "http"
-    metrics_url: str | None = None          # None: no Prometheus view
+    # Triton (with its metrics URL; None there: no Prometheus view). The default: HTTP on 127.0.0.1.
+    endpoint: Endpoint = field(default_factory=lambda: Endpoint.parse(None, "http"))
     model_repository: Path = DEFAULT_MODEL_REPOSITORY
     squad: str | None = None
     pool_size: int = DEFAULT_POOL_SIZE
@@ -94,14 +92,14 @@ def locust_command(options: LoadTestOptions, users: int, directory: Path, pool_f
         "-u", str(users), "-r", str(users),
         "-t", locust_run_time(options.duration_s),
         "--stop-timeout", "0",
-        "--host", options.url,
+        "--host", options.endpoint.url,
         "--csv", str(directory / LOCUST_PREFIX),
         "--html", str(directory / "report.html"),
         "--exit-code-on-error", "1",
         "--arms", ",".join(plan.arms),
         "--weights", ":".join(f"{weight:g}" for weight in plan.weights),
         "--mode", plan.mode,
-        "--protocol", options.protocol,
+        "--protocol", options.endpoint.protocol,
         "--pool-file", str(pool_file),
         "--model-repository", str(Path(options.model_repository).resolve()),
         "--request-timeout", f"{options.request_timeout_s:g}",
@@ -114,37 +112,19 @@ def run_locust(command: list[str], directory: Path, timeout_s: float) -> tuple[i
     directory.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     # Locust reads ./locust.conf and ./pyproject.toml's [tool.locust]: run it where there are none.
+    # It dies with this process (SIGTERM: it writes its files), so that a killed `abqa loadtest` leaves no load.
     with open(directory / "locust.log", "wb") as log_file:
-        process = subprocess.Popen(command, cwd=directory, stdout=log_file, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
+        process = spawn(command, cwd=directory, stdout=log_file, stderr=subprocess.STDOUT, die_with_parent=True)
         timed_out = False
         try:
             process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             timed_out = True
-            _stop(process, signal.SIGTERM)
-            try:
-                process.wait(timeout=SHUTDOWN_GRACE_S)
-            except subprocess.TimeoutExpired:
-                _stop(process, signal.SIGKILL, group=True)
-                process.wait(timeout=10)
+            stop_process(process, grace_s=SHUTDOWN_GRACE_S)
         except BaseException:  # Ctrl+C: stop the step, let the caller write what it has
-            _stop(process, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=SHUTDOWN_GRACE_S)
-            _stop(process, signal.SIGKILL, group=True)
+            stop_process(process, grace_s=SHUTDOWN_GRACE_S)
             raise
     return process.returncode, timed_out, time.monotonic() - started
-
-
-def _stop(process: subprocess.Popen, sig: int, group: bool = False) -> None:
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        if group:
-            os.killpg(process.pid, sig)  # its own session (start_new_session): only what this step started
-        else:
-            process.send_signal(sig)
 
 
 def read_step(directory: Path) -> tuple[dict, dict, dict]:
@@ -171,7 +151,7 @@ def run_step(options: LoadTestOptions, users: int, pool_file: Path, client) -> t
     arms = options.plan.arms
     directory = step_dir(options.out, users)
     record = StepRecord(users=users, locust_dir=str(directory.relative_to(options.out)))
-    before = take_snapshot(options.metrics_url, client, arms)
+    before = take_snapshot(options.endpoint.metrics_url, client, arms)
     try:
         code, timed_out, wall = run_locust(locust_command(options, users, directory, pool_file), directory,
                                            options.hard_timeout_s)
@@ -179,7 +159,7 @@ def run_step(options: LoadTestOptions, users: int, pool_file: Path, client) -> t
         code, timed_out, wall = None, False, 0.0
         record.error = f"locust could not start: {exc}"
     time.sleep(SETTLE_S)
-    after = take_snapshot(options.metrics_url, client, arms)
+    after = take_snapshot(options.endpoint.metrics_url, client, arms)
     stats, failures, exceptions = read_step(directory)
     record.exit_code, record.timed_out, record.wall_s = code, timed_out, round(wall, 2)
     record.exceptions = exceptions
@@ -196,13 +176,14 @@ def run_step(options: LoadTestOptions, users: int, pool_file: Path, client) -> t
 def run_loadtest(options: LoadTestOptions, *, echo=print) -> LoadTestResult:
     """The sweep. Writes <out>/pool.npz, <out>/locust/users-N/, and load.json + load.csv after every step."""
     from abqa.core.machine import machine_info
-    from abqa.loadtest.kserve import KServeClient
+    from abqa.triton.client import RetryPolicy, TritonClient
 
     folder = RunFolder(Path(options.out))
     folder.path.mkdir(parents=True, exist_ok=True)
     started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     plan = options.plan
-    client = KServeClient(options.url, options.protocol, timeout_s=10)
+    # The server's metadata and statistics, asked once each: what cannot be read is recorded, not retried.
+    client = TritonClient(options.endpoint, timeout_s=10, retry=RetryPolicy(attempts=1))
     try:
         pool = build_pool(plan.arms, options.model_repository, squad=options.squad, size=options.pool_size,
                           seed=options.seed, fetch_metadata=client.model_metadata)
@@ -215,9 +196,9 @@ def run_loadtest(options: LoadTestOptions, *, echo=print) -> LoadTestResult:
             "duration_s": float(options.duration_s),
             "mode": plan.mode,
             "weights": plan.weight_map,
-            "url": options.url,
-            "protocol": options.protocol,
-            "metrics_url": options.metrics_url,
+            "url": options.endpoint.url,
+            "protocol": options.endpoint.protocol,
+            "metrics_url": options.endpoint.metrics_url,
             "started_at": started_at,
             "standin": read_standin_flags(options.model_repository, plan.arms),
             "dataset": PoolDataset(**pool.describe()),

@@ -17,7 +17,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
-from urllib.parse import urlsplit
+
+from abqa.core.errors import AbqaError
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ def missing_counters(metrics: Mapping[str, Mapping[str, float]], arm: str) -> li
 
 
 def executions_by_batch_size(statistics: Mapping[str, Any]) -> dict[int, int]:
-    """{batch size: executions} from one model's statistics JSON (HTTP form, or gRPC's as_json with string ints)."""
+    """{batch size: executions} from one model's statistics JSON (the HTTP API's, as TritonClient gives it)."""
     counts: dict[int, int] = {}
     for model in statistics.get("model_stats", []):
         for entry in model.get("batch_stats", []):
@@ -124,20 +125,8 @@ def server_view(arm: str, before: ServerSnapshot, after: ServerSnapshot) -> dict
 # --- the edge: reading the server --------------------------------------------------------------------------------
 
 
-def default_metrics_url(url: str, protocol: str) -> str:
-    """Triton's metrics endpoint beside the inference URL: same host, port 8002."""
-    from abqa.core.config import METRICS_PORT
-    from abqa.loadtest.kserve import split_url
-
-    address, ssl = split_url(url, protocol)
-    host = address.rsplit(":", 1)[0]
-    return f"{'https' if ssl else 'http'}://{host}:{METRICS_PORT}/metrics"
-
-
 def fetch_metrics_text(metrics_url: str, timeout_s: float = 10.0) -> str:
-    parts = urlsplit(metrics_url)
-    if parts.path in ("", "/"):
-        metrics_url = metrics_url.rstrip("/") + "/metrics"
+    """The Prometheus text at `metrics_url` (an Endpoint's: scheme, host, port and path all there)."""
     with urllib.request.urlopen(metrics_url, timeout=timeout_s) as response:  # noqa: S310 (a URL the user gave)
         return response.read().decode("utf-8", errors="replace")
 
@@ -155,7 +144,9 @@ def take_snapshot(metrics_url: str | None, client, arms: Sequence[str], timeout_
             break
         try:
             snapshot.batches[arm] = executions_by_batch_size(client.statistics(arm))
-        except Exception as exc:  # tritonclient raises its own and socket errors alike
+        except AbqaError as exc:  # the client's message names the server, the model and the reason
+            snapshot.arm_errors.setdefault(arm, []).append(str(exc))
+        except Exception as exc:  # a malformed answer
             snapshot.arm_errors.setdefault(arm, []).append(f"statistics of {arm}: {_reason(exc)}")
     return snapshot
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Protocol, Sequence
 
 from abqa.core.config import DEFAULT_MODEL_REPOSITORY
+from abqa.triton.endpoint import Endpoint
 
 
 @dataclass(frozen=True)
@@ -44,12 +45,11 @@ class AnswerBackend(Protocol):
 
 
 class TritonBackend:
-    """Arms served by Triton at `url`, with their tokenizers from `model_repository/<arm>/tokenizer/`."""
+    """Arms served by Triton at `endpoint`, with their tokenizers from `model_repository/<arm>/tokenizer/`."""
 
-    def __init__(self, url: str, *, protocol: str = "grpc", model_repository: str | Path = DEFAULT_MODEL_REPOSITORY,
+    def __init__(self, endpoint: Endpoint, *, model_repository: str | Path = DEFAULT_MODEL_REPOSITORY,
                  timeout_s: float = 30.0):
-        self.url = url
-        self.protocol = protocol
+        self.endpoint = endpoint
         self.model_repository = Path(model_repository)
         self.timeout_s = timeout_s
         self._local = threading.local()
@@ -59,14 +59,14 @@ class TritonBackend:
     def _arm(self, name: str):
         """This thread's connected arm (connect = server live check, model metadata, tokenizer)."""
         from abqa.client.arms import ServedArm
-        from abqa.client.triton import RetryPolicy
         from abqa.core.errors import AbqaError
+        from abqa.triton.client import RetryPolicy
 
         arms = getattr(self._local, "arms", None)
         if arms is None:
             arms = self._local.arms = {}
         if name not in arms:
-            arm = ServedArm(name, self.model_repository, self.url, self.protocol, self.timeout_s,
+            arm = ServedArm(name, self.model_repository, self.endpoint.url, self.endpoint.protocol, self.timeout_s,
                             RetryPolicy(attempts=2, initial_delay_s=0.1))
             try:
                 arm.connect()
@@ -79,7 +79,7 @@ class TritonBackend:
         return arms[name]
 
     def answer(self, arm: str, question: str, context: str) -> ArmAnswer:
-        from abqa.client.triton import InferFailed
+        from abqa.triton.client import InferFailed
 
         served = self._arm(arm)
         try:
@@ -87,7 +87,7 @@ class TritonBackend:
         except InferFailed as exc:
             if exc.transient and not served.client.server_live():
                 self._forget(arm)
-                raise BackendUnavailable(f"Triton at {self.protocol}://{served.client.url} stopped answering: {exc}") from None
+                raise BackendUnavailable(f"Triton at {served.client.endpoint} stopped answering: {exc}") from None
             raise AnswerFailed(str(exc)) from None
         return ArmAnswer(arm, result.answer.text, _finite_or_none(result.answer.score), result.latency_ms,
                          result.windows, result.tokens)

@@ -86,18 +86,18 @@ def build_policy(args: argparse.Namespace):
 def run_router(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from abqa.client.triton import normalize_url
     from abqa.core.errors import AbqaError
     from abqa.router.app import Limits, create_app
     from abqa.router.backend import BackendUnavailable, TritonBackend, check_arms
     from abqa.router.requestlog import RequestLog, redact_url
+    from abqa.triton.endpoint import Endpoint
 
     policy = build_policy(args)
     limits = Limits(args.max_question_chars, args.max_context_chars, args.max_body_bytes)
     if min(limits.max_question_chars, limits.max_context_chars, limits.max_body_bytes) <= 0:
         raise AbqaError("--max-question-chars, --max-context-chars and --max-body-bytes must be positive")
-    url = normalize_url(args.url or f"{DEFAULT_HOST}:{8001 if args.protocol == 'grpc' else 8000}", args.protocol)
-    backend = TritonBackend(url, protocol=args.protocol, model_repository=args.model_repository, timeout_s=args.timeout)
+    endpoint = Endpoint.parse(args.url, args.protocol)
+    backend = TritonBackend(endpoint, model_repository=args.model_repository, timeout_s=args.timeout)
     try:
         arms_info = check_arms(backend, policy.arms)   # fail now, not at the first request
     except BackendUnavailable as exc:
@@ -105,7 +105,7 @@ def run_router(args: argparse.Namespace) -> int:
         raise AbqaError(str(exc)) from None
     request_log = RequestLog(args.db).start()
     app = create_app(policy, backend, request_log, limits=limits, seed=args.seed, shadow_workers=args.shadow_workers,
-                     session_info={"backend": {"url": url, "protocol": args.protocol,
+                     session_info={"backend": {"url": endpoint.address, "protocol": args.protocol,
                                                "model_repository": str(args.model_repository.resolve())},
                                    "arms": arms_info})
     if args.host not in ("127.0.0.1", "localhost", "::1"):
@@ -113,7 +113,7 @@ def run_router(args: argparse.Namespace) -> int:
     print(f"abqa router: experiment {policy.experiment} ({policy.mode}: "
           + ", ".join(f"{arm} {weight:.0%}" for arm, weight in zip(policy.arms, policy.weights))
           + (f"; primary {policy.primary}" if policy.mode == "shadow" else "")
-          + f") on http://{args.host}:{args.port} (docs /docs), Triton {args.protocol}://{url}, "
+          + f") on http://{args.host}:{args.port} (docs /docs), Triton {endpoint}, "
           f"log {redact_url(args.db)}", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info" if args.verbose else "warning")
     return 0

@@ -1,11 +1,14 @@
-"""Start `abqa serve` as a child process and get a handle on it: for tests, evaluate and loadtest.
+"""Start `abqa serve` as a child process and get a handle on it: for tests, evaluate, loadtest and benchmark.
 
-    from abqa.serve.process import start_server
+    from abqa.serve.process import server_for_run, start_server
 
     with start_server("model_repository") as server:       # free loopback ports, waits until every model answers
-        client = tritonclient.grpc.InferenceServerClient(server.grpc_url)
+        client = TritonClient(server.grpc)                  # server.grpc / server.http: Endpoints
         ...
     # stopped: tritonserver, its python backend stubs and the serve process are gone
+
+    with server_for_run(repository, arms, "grpc") as (server, endpoint):   # the same, announced, for a run
+        ...
 
 The serve process (`server.pid`) runs the ONNX Runtime sessions itself; tritonserver and its python backend
 stubs are its children, so `server.rss_bytes()` (the whole tree) is the server's memory.
@@ -16,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -24,9 +26,12 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Iterator, Sequence
 
 from abqa.core.config import DEFAULT_HOST
 from abqa.core.errors import AbqaError
+from abqa.core.processes import reap, spawn, stop_process
+from abqa.triton.endpoint import Endpoint
 
 DEFAULT_START_TIMEOUT_S = 180.0
 # The line `abqa serve` prints once every model answers (abqa.serve.server.READY_PREFIX; not imported from
@@ -36,13 +41,8 @@ READY_PREFIX = "abqa serve: ready"
 
 @dataclass
 class ServerHandle:
-    """A running `abqa serve`. Addresses are in the forms the clients take:
-
-    - `http_url`    "http://127.0.0.1:8000"  (urllib, Locust's --host)
-    - `http_address` "127.0.0.1:8000"        (tritonclient.http.InferenceServerClient)
-    - `grpc_url`    "127.0.0.1:8001"         (tritonclient.grpc.InferenceServerClient, `abqa evaluate --url`)
-    - `metrics_url` "http://127.0.0.1:8002/metrics" (Prometheus text)
-    """
+    """A running `abqa serve`; `http` and `grpc` are the `Endpoint`s a client on this machine uses (both with the
+    server's metrics URL)."""
 
     process: subprocess.Popen
     host: str
@@ -57,25 +57,17 @@ class ServerHandle:
     def pid(self) -> int:
         return self.process.pid
 
-    @property
-    def _client_host(self) -> str:
-        return "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+    def endpoint(self, protocol: str) -> Endpoint:
+        return Endpoint.local(protocol, self.host, http_port=self.http_port, grpc_port=self.grpc_port,
+                              metrics_port=self.metrics_port)
 
     @property
-    def http_address(self) -> str:
-        return f"{self._client_host}:{self.http_port}"
+    def http(self) -> Endpoint:
+        return self.endpoint("http")
 
     @property
-    def http_url(self) -> str:
-        return f"http://{self.http_address}"
-
-    @property
-    def grpc_url(self) -> str:
-        return f"{self._client_host}:{self.grpc_port}"
-
-    @property
-    def metrics_url(self) -> str:
-        return f"http://{self._client_host}:{self.metrics_port}/metrics"
+    def grpc(self) -> Endpoint:
+        return self.endpoint("grpc")
 
     def is_running(self) -> bool:
         return self.process.poll() is None
@@ -105,22 +97,9 @@ class ServerHandle:
 
     def stop(self, timeout_s: float = 60.0) -> int | None:
         """SIGTERM, wait for the clean shutdown, then make sure nothing of the tree is left. Returns the exit code."""
-        import psutil
-
         tree = self.processes()[1:]
-        if self.is_running():
-            with contextlib.suppress(ProcessLookupError):
-                self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)  # its own session: only what it started
-                self.process.wait(timeout=10)
-        _, alive = psutil.wait_procs(tree, timeout=10)
-        for leftover in alive:
-            with contextlib.suppress(psutil.Error):
-                leftover.kill()
+        stop_process(self.process, grace_s=timeout_s)
+        reap(tree)
         if self._owned_log_dir is not None and self.process.returncode == 0:
             import shutil
 
@@ -198,6 +177,19 @@ def start_server(
     raise AssertionError("unreachable")
 
 
+@contextlib.contextmanager
+def server_for_run(repository: str | os.PathLike, arms: Sequence[str], protocol: str, *,
+                   echo: Callable[[str], None] = print, threads: int | None = None,
+                   log_path: str | os.PathLike | None = None) -> Iterator[tuple[ServerHandle, Endpoint]]:
+    """`--start-server`: `abqa serve` on free loopback ports for one run, announced through `echo`; yields the
+    handle and the endpoint the run speaks `protocol` to, and stops the server when the run is over."""
+    echo(f"starting abqa serve on {repository} for arms {', '.join(arms)} ...")
+    with start_server(repository, arms=list(arms), threads=threads, log_path=log_path) as server:
+        echo(f"abqa serve ready (pid {server.pid}): HTTP {server.http.url}, gRPC {server.grpc.url}, "
+             f"metrics {server.http.metrics_url}")
+        yield server, server.endpoint(protocol)
+
+
 class _PortTaken(Exception):
     def __init__(self, port: int, message: str):
         super().__init__(message)
@@ -217,10 +209,9 @@ def _start_once(repository: Path, models: tuple[str, ...], host: str, ports: lis
                             metrics_port=metrics_port, threads=threads, instances=instances, ready_timeout_s=timeout_s)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with open(log_path, "ab") as log_file:
-        # A session of its own: the server's tree can be ended as one group if it ever stops answering signals,
-        # and a Ctrl+C meant for the caller's terminal does not reach it twice.
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   env=env, start_new_session=True)
+        # A session of its own (see abqa.core.processes); SIGTERM when the caller dies, even of a SIGKILL, so that
+        # no server is left behind holding its ports and memory. The callers start it from their main thread.
+        process = spawn(command, stdout=log_file, stderr=subprocess.STDOUT, env=env, die_with_parent=True)
     handle = ServerHandle(process, host, http_port, grpc_port, metrics_port, models, log_path, owned_dir)
     deadline = time.monotonic() + timeout_s + 30  # the server enforces timeout_s itself; this is the backstop
     while True:

@@ -23,9 +23,11 @@ from typing import Callable
 
 from abqa.core.config import DEFAULT_HOST, GRPC_PORT, HTTP_PORT, METRICS_PORT
 from abqa.core.errors import AbqaError
+from abqa.core.processes import reap
 from abqa.serve.process import READY_PREFIX
 from abqa.serve.repository import (ArmModelConfig, SessionPlan, discover_arms, plan_sessions, read_arm_model_config,
                                    select_arms)
+from abqa.triton.endpoint import Endpoint, is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,11 @@ class ServeOptions:
     @property
     def ports(self) -> dict[str, int]:
         return {"HTTP": self.http_port, "gRPC": self.grpc_port, "metrics": self.metrics_port}
+
+    def endpoint(self, protocol: str) -> Endpoint:
+        """Where a client on this machine reaches the server (a wildcard bind is reached on loopback)."""
+        return Endpoint.local(protocol, self.host, http_port=self.http_port, grpc_port=self.grpc_port,
+                              metrics_port=self.metrics_port)
 
 
 class _Stop(BaseException):
@@ -124,50 +131,31 @@ def build_callables(arm: ArmModelConfig, plan: SessionPlan) -> list[Callable]:
     return callables
 
 
-def wait_until_answering(arms: list[ArmModelConfig], http_address: str, timeout_s: float,
+def wait_until_answering(arms: list[ArmModelConfig], endpoint: Endpoint, timeout_s: float,
                          server_alive: Callable[[], bool], log_tail: Callable[[], str]) -> None:
     """Ready means answering: every model READY and one small request through Triton returns its outputs."""
-    import tritonclient.http as httpclient
-    from tritonclient.utils import InferenceServerException
-
     from abqa.serve.session import probe_inputs
+    from abqa.triton.client import InferFailed, RetryPolicy, TritonClient
 
     deadline = time.monotonic() + timeout_s
-    client = httpclient.InferenceServerClient(http_address, connection_timeout=10, network_timeout=60)
-    try:
+    with TritonClient(endpoint, retry=RetryPolicy(attempts=1)) as client:
         for arm in arms:
             last_error = "not READY"
             while True:
                 if not server_alive():
                     raise AbqaError(f"tritonserver exited while loading arm {arm.name!r}; its log ends:\n{log_tail()}")
-                try:
-                    if client.is_model_ready(arm.name):
-                        requests = []
-                        for name, array in probe_inputs(arm.inputs).items():
-                            tensor = httpclient.InferInput(name, list(array.shape), _triton_type(arm, name))
-                            tensor.set_data_from_numpy(array)
-                            requests.append(tensor)
-                        result = client.infer(arm.name, requests)
-                        missing = [s.name for s in arm.outputs if result.as_numpy(s.name) is None]
-                        if not missing:
-                            break
-                        last_error = f"the answer lacks outputs {missing}"
-                except InferenceServerException as exc:
-                    last_error = str(exc)
-                except OSError as exc:  # connection refused while tritonserver starts
-                    last_error = str(exc)
+                if client.model_ready(arm.name):
+                    try:
+                        client.request(arm.name, probe_inputs(arm.inputs), [spec.name for spec in arm.outputs])
+                        break
+                    except InferFailed as exc:  # connection refused while tritonserver starts, a missing output
+                        last_error = str(exc)
                 if time.monotonic() > deadline:
                     raise AbqaError(
                         f"arm {arm.name!r} did not answer within {timeout_s:.0f} s ({last_error}); "
                         f"tritonserver's log ends:\n{log_tail()}"
                     )
                 time.sleep(0.2)
-    finally:
-        client.close()
-
-
-def _triton_type(arm: ArmModelConfig, input_name: str) -> str:
-    return next(s.data_type for s in arm.inputs if s.name == input_name).removeprefix("TYPE_")
 
 
 def tail(path: Path, lines: int = 25) -> str:
@@ -180,11 +168,8 @@ def tail(path: Path, lines: int = 25) -> str:
 
 def ready_report(arms: list[ArmModelConfig], plans: dict[str, SessionPlan], options: ServeOptions, pid: int) -> str:
     """What `abqa serve` prints once every model answers: URLs, then one line per model."""
-    host = "127.0.0.1" if options.host in ("0.0.0.0", "") else options.host
-    lines = [
-        f"{READY_PREFIX} (pid {pid}) http=http://{host}:{options.http_port} grpc={host}:{options.grpc_port} "
-        f"metrics=http://{host}:{options.metrics_port}/metrics",
-    ]
+    http, grpc = options.endpoint("http"), options.endpoint("grpc")
+    lines = [f"{READY_PREFIX} (pid {pid}) http={http.url} grpc={grpc.address} metrics={http.metrics_url}"]
     for arm in arms:
         plan = plans[arm.name]
         batching = (f"dynamic batching {list(arm.preferred_batch_sizes)} within {arm.max_queue_delay_us} us"
@@ -193,7 +178,7 @@ def ready_report(arms: list[ArmModelConfig], plans: dict[str, SessionPlan], opti
             f"  {arm.name:<16} READY  max_batch_size {arm.max_batch_size}, {batching}, "
             f"{plan.instances} instance(s) x {plan.intra_op_threads} ONNX Runtime thread(s)  [{arm.model_path}]"
         )
-    if options.host not in ("127.0.0.1", "localhost", "::1"):
+    if not is_loopback(options.host):
         lines.append(f"  listening on {options.host}: reachable from other machines")
     lines.append("Stop with Ctrl+C or SIGTERM.")
     return "\n".join(lines)
@@ -260,8 +245,7 @@ def serve(options: ServeOptions, *, out=None) -> int:
             run_error = runner.errors
             if run_error:
                 raise AbqaError(f"Triton did not start: {run_error[0]}; tritonserver's log ends:\n{tail(triton_log)}")
-            local_host = "127.0.0.1" if options.host in ("0.0.0.0", "") else options.host
-            wait_until_answering(arms, f"{local_host}:{options.http_port}", options.ready_timeout_s,
+            wait_until_answering(arms, options.endpoint("http"), options.ready_timeout_s,
                                  lambda: bool(_tritonservers(me)), lambda: tail(triton_log))
             print(ready_report(arms, plans, options, os.getpid()), file=out, flush=True)
             while _tritonservers(me):
@@ -277,7 +261,8 @@ def serve(options: ServeOptions, *, out=None) -> int:
             # (multiprocessing's resource tracker, also our child, ends by itself when this process does).
             server_tree = [p for server in _tritonservers(me) for p in (server, *_descendants(server))]
             triton.stop()
-            _reap(server_tree)
+            reap(server_tree, on_kill=lambda process: log.warning("killing leftover process %d (%s)", process.pid,
+                                                                    _name(process)))
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
@@ -340,19 +325,6 @@ def _descendants(process) -> list:
         return process.children(recursive=True)
     except psutil.Error:
         return []
-
-
-def _reap(processes: list, timeout_s: float = 10.0) -> None:
-    """No child left behind: whatever tritonserver's own shutdown did not end (a stuck stub) is killed."""
-    import psutil
-
-    unique = {p.pid: p for p in processes}.values()
-    _, alive = psutil.wait_procs(list(unique), timeout=timeout_s)
-    for process in alive:
-        log.warning("killing leftover process %d (%s)", process.pid, _name(process))
-        with contextlib.suppress(psutil.Error):
-            process.kill()
-    psutil.wait_procs(alive, timeout=5)
 
 
 def _name(process) -> str:

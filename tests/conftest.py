@@ -56,8 +56,8 @@ def shared_data() -> Path:
 def triton_server(tiny_repository):
     """A real Triton (`abqa serve`) on free loopback ports serving the tiny `bert` and `distilbert` arms.
 
-    An `abqa.serve.process.ServerHandle`: `.grpc_url` / `.http_address` for tritonclient, `.http_url`,
-    `.metrics_url`, `.pid`, `.models`. Shared by the session and stopped at its end; do not stop it in a test.
+    An `abqa.serve.process.ServerHandle`: `.grpc` / `.http` Endpoints (`.address` for tritonclient, `.url`,
+    `.metrics_url`), `.pid`, `.models`. Shared by the session and stopped at its end; do not stop it in a test.
     """
     from abqa.serve.process import start_server
 

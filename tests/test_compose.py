@@ -156,5 +156,5 @@ def test_exported_config_is_valid_for_the_official_onnxruntime_backend(tiny_repo
 def test_abqa_serve_runs_the_same_triton_release_as_compose(triton_server, compose):
     import tritonclient.http as httpclient
 
-    version = httpclient.InferenceServerClient(triton_server.http_address).get_server_metadata()["version"]
+    version = httpclient.InferenceServerClient(triton_server.http.address).get_server_metadata()["version"]
     assert version.rsplit(".", 1)[0] == triton_release(compose["services"]["triton"]["image"])

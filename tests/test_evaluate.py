@@ -26,19 +26,19 @@ from abqa.client.runner import (
     run_evaluation,
 )
 from abqa.client.summary import KIND_STANDIN, format_group_table, format_table, summarize, summarize_by_group
-from abqa.client.triton import (
+from abqa.triton.client import (
     InferFailed,
     ModelInfo,
     RetryPolicy,
     TensorInfo,
     call_with_retries,
     model_info_from_json,
-    normalize_url,
 )
 from abqa.core.errors import AbqaError
 from abqa.core.io import read_jsonl
 from abqa.core.run import EvalRecord, write_eval_records
 from abqa.core.squad import SquadAnswer, SquadQuestion, load_builtin_sample
+from abqa.triton.endpoint import Endpoint
 
 SAMPLE_IDS = load_builtin_sample().ids()
 
@@ -261,11 +261,11 @@ def test_unreachable_server_is_a_clear_error(tmp_path, capsys):
 
 
 def test_normalize_url():
-    assert normalize_url("localhost", "grpc") == "localhost:8001"
-    assert normalize_url("http://127.0.0.1:9000/", "http") == "127.0.0.1:9000"
-    assert normalize_url("[::1]", "http") == "[::1]:8000"
+    assert Endpoint.parse("localhost", "grpc").address == "localhost:8001"
+    assert Endpoint.parse("http://127.0.0.1:9000/", "http").address == "127.0.0.1:9000"
+    assert Endpoint.parse("[::1]", "http").address == "[::1]:8000"
     with pytest.raises(AbqaError, match="--protocol 'tcp'"):
-        normalize_url("x", "tcp")
+        Endpoint.parse("x", "tcp")
 
 
 def test_model_info_from_either_protocols_json():
@@ -325,7 +325,7 @@ class FakeClient:
 
     def __init__(self, tokenizer, answer: str | None = None, fail: BaseException | None = None, live: bool = True):
         self.tokenizer, self.answer, self.fail, self.live = tokenizer, answer, fail, live
-        self.url, self.requests = "fake:1", []
+        self.endpoint, self.requests = Endpoint.parse("fake:1", "grpc"), []
 
     def infer(self, model, batch):
         self.requests.append({name: array.shape for name, array in batch.items()})

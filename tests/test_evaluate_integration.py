@@ -44,7 +44,7 @@ def records_of(out: Path) -> list[dict]:
 
 
 def server_args(server, protocol: str, repository: Path) -> list[str]:
-    url = server.grpc_url if protocol == "grpc" else server.http_address
+    url = server.endpoint(protocol).address
     return ["--url", url, "--protocol", protocol, "--model-repository", str(repository), "--arms", ",".join(ARMS)]
 
 

@@ -16,15 +16,14 @@ from abqa.core.errors import AbqaError
 from abqa.core.run import LoadDocument, LoadRow, StepRecord
 import run_builders
 from abqa.loadtest import results, traffic
-from abqa.loadtest.kserve import split_url
 from abqa.loadtest.pool import ArmTensors, PoolItem, RequestPool, build_items, build_pool
 from abqa.loadtest.server_metrics import (
     ServerSnapshot,
-    default_metrics_url,
     executions_by_batch_size,
     parse_triton_metrics,
     server_view,
 )
+from abqa.triton.endpoint import Endpoint
 
 # --- traffic options ----------------------------------------------------------------------------------------------
 
@@ -107,12 +106,13 @@ def test_parse_users_and_arms():
     ("http://[::1]:8000", "http", ("[::1]:8000", False)),
 ])
 def test_split_url(url, protocol, expected):
-    assert split_url(url, protocol) == expected
+    endpoint = Endpoint.parse(url, protocol)
+    assert (endpoint.address, endpoint.ssl) == expected
 
 
 def test_default_metrics_url_is_port_8002_of_the_same_host():
-    assert default_metrics_url("http://127.0.0.1:18000", "http") == "http://127.0.0.1:8002/metrics"
-    assert default_metrics_url("10.0.0.5:8001", "grpc") == "http://10.0.0.5:8002/metrics"
+    assert Endpoint.parse("http://127.0.0.1:18000", "http").metrics_url == "http://127.0.0.1:8002/metrics"
+    assert Endpoint.parse("10.0.0.5:8001", "grpc").metrics_url == "http://10.0.0.5:8002/metrics"
 
 
 # --- Triton's view ------------------------------------------------------------------------------------------------
@@ -297,7 +297,7 @@ def test_locust_command(tmp_path):
     from abqa.loadtest.runner import LOCUSTFILE, LoadTestOptions, locust_command
 
     options = LoadTestOptions(traffic.TrafficPlan(("distilbert", "bert"), (3.0, 1.0), "split"), (1, 4), 2.5,
-                              tmp_path, url="http://127.0.0.1:9999", protocol="http")
+                              tmp_path, endpoint=Endpoint.parse("http://127.0.0.1:9999", "http"))
     command = locust_command(options, 4, tmp_path / "step", tmp_path / "pool.npz")
     text = " ".join(command)
     assert str(LOCUSTFILE) in command and LOCUSTFILE.is_file()
@@ -313,7 +313,8 @@ def test_locust_command_paths_are_absolute_because_locust_runs_in_the_step_folde
 
     monkeypatch.chdir(tmp_path)
     options = LoadTestOptions(traffic.TrafficPlan(("distilbert", "bert"), (1.0, 1.0), "split"), (1,), 1.0,
-                              "runs/x", url="http://127.0.0.1:9999", protocol="http", model_repository="model_repository")
+                              "runs/x", endpoint=Endpoint.parse("http://127.0.0.1:9999", "http"),
+                              model_repository="model_repository")
     command = locust_command(options, 1, "runs/x/locust/users-1", "runs/x/pool.npz")
     value = {flag: command[index + 1] for index, flag in enumerate(command) if flag.startswith("--")}
     assert value["--pool-file"] == str(tmp_path / "runs/x/pool.npz")
@@ -431,8 +432,8 @@ def test_cli_options(tmp_path):
     options = build_options(args)
     assert options.plan.weight_map == {"distilbert": 1.0, "bert": 3.0}
     assert options.users == (1, 2, 4, 8) and options.duration_s == 60.0
-    assert options.metrics_url == "http://10.1.2.3:8002/metrics"
+    assert options.endpoint.metrics_url == "http://10.1.2.3:8002/metrics"
     args = build_parser().parse_args(["loadtest", "--metrics-url", "none", "--protocol", "grpc"])
     options = build_options(args)
-    assert options.metrics_url is None and options.url == "127.0.0.1:8001"
+    assert options.endpoint.metrics_url is None and options.endpoint.address == "127.0.0.1:8001"
     assert options.out.name.startswith("load-")

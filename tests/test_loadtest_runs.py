@@ -36,7 +36,7 @@ def dead_address() -> str:
 @pytest.mark.integration
 def test_short_split_run_against_abqa_serve(tmp_path, tiny_repository, triton_server, capsys):
     code, document, table = loadtest(
-        tmp_path, "--url", triton_server.http_url, "--metrics-url", triton_server.metrics_url,
+        tmp_path, "--url", triton_server.http.url, "--metrics-url", triton_server.http.metrics_url,
         "--model-repository", str(tiny_repository), "--users", "2", "--duration", "3s", "--weights", "50:50")
     printed = capsys.readouterr().out
     assert code == 0, printed
@@ -82,7 +82,7 @@ def test_plain_locustfile_in_parallel_mode(tmp_path, tiny_repository, triton_ser
     prefix = tmp_path / "plain"
     completed = subprocess.run(
         [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", "2", "-r", "2", "-t", "3s",
-         "--host", triton_server.http_url, "--csv", str(prefix), "--mode", "parallel", "--arms", ",".join(ARMS),
+         "--host", triton_server.http.url, "--csv", str(prefix), "--mode", "parallel", "--arms", ",".join(ARMS),
          "--model-repository", str(tiny_repository), "--squad", "builtin", "--pool-size", "8"],
         cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr[-3000:]
@@ -96,7 +96,8 @@ def test_plain_locustfile_in_parallel_mode(tmp_path, tiny_repository, triton_ser
 @pytest.mark.integration
 def test_grpc_made_gevent_safe(tmp_path, tiny_repository, triton_server):
     code, document, _ = loadtest(
-        tmp_path, "--protocol", "grpc", "--url", triton_server.grpc_url, "--metrics-url", triton_server.metrics_url,
+        tmp_path, "--protocol", "grpc", "--url", triton_server.grpc.address,
+        "--metrics-url", triton_server.grpc.metrics_url,
         "--model-repository", str(tiny_repository), "--users", "2", "--duration", "2s")
     assert code == 0
     assert document["protocol"] == "grpc"
@@ -145,9 +146,10 @@ def test_a_step_that_overruns_is_stopped_and_still_recorded(tmp_path, tiny_repos
 def test_a_locust_that_cannot_start_is_a_step_error(tmp_path):
     from abqa.loadtest.runner import LoadTestOptions, run_step
     from abqa.loadtest.traffic import TrafficPlan
+    from abqa.triton.endpoint import Endpoint
 
-    options = LoadTestOptions(TrafficPlan(ARMS, (1.0, 1.0)), (1,), 2.0, tmp_path, url=f"http://{dead_address()}",
-                              metrics_url=None)
+    options = LoadTestOptions(TrafficPlan(ARMS, (1.0, 1.0)), (1,), 2.0, tmp_path,
+                              endpoint=Endpoint.parse(f"http://{dead_address()}", "http", "none"))
     rows, step = run_step(options, 1, tmp_path / "no-such-pool.npz", client=None)
     assert [row.requests for row in rows] == [0, 0]
     assert "sent no request" in step.error and "no-such-pool.npz: not found" in step.error

@@ -15,10 +15,10 @@ pytestmark = pytest.mark.integration
 
 def test_report_on_served_arms_with_load(triton_server, tiny_repository, tmp_path, capsys):
     run = tmp_path / "served-run"
-    assert main(["evaluate", "--squad", "builtin", "--limit", "20", "--url", triton_server.grpc_url,
+    assert main(["evaluate", "--squad", "builtin", "--limit", "20", "--url", triton_server.grpc.address,
                  "--protocol", "grpc", "--model-repository", str(tiny_repository), "--arms", "distilbert,bert",
                  "--order", "interleaved", "--out", str(run), "--no-progress"]) == 0
-    assert main(["loadtest", "--url", triton_server.http_url, "--metrics-url", triton_server.metrics_url,
+    assert main(["loadtest", "--url", triton_server.http.url, "--metrics-url", triton_server.http.metrics_url,
                  "--model-repository", str(tiny_repository), "--arms", "distilbert,bert", "--users", "1,2",
                  "--duration", "3s", "--squad", "builtin", "--out", str(run)]) == 0
     capsys.readouterr()

@@ -23,13 +23,13 @@ def test_router_in_shadow_mode_through_triton_then_export_and_report(triton_serv
 
     questions = load_builtin_sample().questions[:4]
     db = f"sqlite:///{tmp_path / 'router.db'}"
-    backend = TritonBackend(triton_server.grpc_url, protocol="grpc", model_repository=tiny_repository)
+    backend = TritonBackend(triton_server.grpc, model_repository=tiny_repository)
     arms_info = check_arms(backend, ["distilbert", "bert"])
     # The arms' provenance, as `abqa evaluate` records it (the tiny arms are exported from local checkpoints).
     assert arms_info["bert"]["source_kind"] == "local" and arms_info["bert"]["triton"]["max_batch_size"] > 0
     policy = RoutingPolicy.build("tiny-shadow", "shadow", ["distilbert", "bert"], primary="distilbert")
     app = create_app(policy, backend, RequestLog(db), session_info={
-        "backend": {"url": triton_server.grpc_url, "protocol": "grpc"}, "arms": arms_info})
+        "backend": {"url": triton_server.grpc.address, "protocol": "grpc"}, "arms": arms_info})
     with TestClient(app) as client:
         bodies = []
         for question in questions:
@@ -43,7 +43,7 @@ def test_router_in_shadow_mode_through_triton_then_export_and_report(triton_serv
         summary = client.get("/v1/experiments/tiny-shadow/summary").json()
 
     # The router's answers are the evaluate stage's answers (same tokenisation and post-processing).
-    direct = ServedArm("distilbert", tiny_repository, triton_server.grpc_url, "grpc")
+    direct = ServedArm("distilbert", tiny_repository, triton_server.grpc.address, "grpc")
     direct.connect()
     try:
         for question, body in zip(questions, bodies):

@@ -219,7 +219,7 @@ def grpc_infer(client, arm: str, feeds: dict[str, np.ndarray]):
 def test_both_models_ready_with_their_metadata(triton_server):
     import tritonclient.http as httpclient
 
-    client = httpclient.InferenceServerClient(triton_server.http_address)
+    client = httpclient.InferenceServerClient(triton_server.http.address)
     assert client.is_server_ready()
     assert triton_server.models == ("bert", "distilbert")
     for arm, inputs in (("bert", ["input_ids", "attention_mask", "token_type_ids"]),
@@ -248,7 +248,7 @@ def test_triton_answers_exactly_like_the_same_session_in_process(triton_server, 
     session = create_session(served.model_path, served.intra_op_threads)
     want_start, want_end = session.run(["start_logits", "end_logits"], feeds)
 
-    with grpcclient.InferenceServerClient(triton_server.grpc_url) as client:
+    with grpcclient.InferenceServerClient(triton_server.grpc.address) as client:
         result = grpc_infer(client, arm, feeds)
     np.testing.assert_array_equal(result.as_numpy("start_logits"), want_start)
     np.testing.assert_array_equal(result.as_numpy("end_logits"), want_end)
@@ -262,7 +262,7 @@ def test_concurrent_requests_form_dynamic_batches(triton_server, tiny_repository
     arm = "distilbert"
     short = tokenized(tiny_repository, arm, "Where?", "In Paris.")
     long = tokenized(tiny_repository, arm)
-    with grpcclient.InferenceServerClient(triton_server.grpc_url) as client:
+    with grpcclient.InferenceServerClient(triton_server.grpc.address) as client:
         before = client.get_inference_statistics(arm, as_json=True)["model_stats"][0]
         with ThreadPoolExecutor(max_workers=16) as pool:
             feeds = [short if i % 2 else long for i in range(96)]

@@ -364,7 +364,7 @@ def test_cli_refuses_na_prob_for_an_arm_that_is_not_replayed(tmp_path, capsys):
 def test_standin_arms_on_50_v2_questions_through_triton(triton_server, tiny_repository, v2_dev, tmp_path):
     run = tmp_path / "v2-served"
     assert main(["evaluate", "--squad", str(v2_dev), "--sample", "50", "--seed", "1", "--arms", "bert,distilbert",
-                 "--url", triton_server.grpc_url, "--protocol", "grpc", "--model-repository", str(tiny_repository),
+                 "--url", triton_server.grpc.address, "--protocol", "grpc", "--model-repository", str(tiny_repository),
                  "--out", str(run), "--no-progress"]) == 0
     records = list(read_jsonl(run / "eval.jsonl"))
     assert len(records) == 100 and all(r["status"] == "ok" for r in records)

@@ -6,7 +6,6 @@ import dataclasses
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from streamlit.testing.v1 import AppTest
 
 from abqa.core.errors import AbqaError
 from abqa.core.repository import METADATA_FILENAME, TOKENIZER_DIRNAME
+from abqa.core.processes import spawn, stop_process
 from abqa.core.squad import load_builtin_sample
 from abqa.router.backend import AnswerFailed, ArmAnswer, BackendUnavailable
 from abqa.ui import logic
@@ -94,10 +94,14 @@ def test_settings_travel_through_the_environment_and_bad_ones_are_named():
 
 
 def test_triton_target_takes_the_protocol_from_the_url():
-    assert logic.triton_target("http://127.0.0.1:9000") == ("127.0.0.1:9000", "http")
-    assert logic.triton_target("127.0.0.1:9001") == ("127.0.0.1:9001", "grpc")
-    assert logic.triton_target("grpc://localhost") == ("localhost:8001", "grpc")
-    assert logic.triton_target("localhost", "http") == ("localhost:8000", "http")
+    def target(*args):
+        endpoint = logic.triton_target(*args)
+        return endpoint.address, endpoint.protocol
+
+    assert target("http://127.0.0.1:9000") == ("127.0.0.1:9000", "http")
+    assert target("127.0.0.1:9001") == ("127.0.0.1:9001", "grpc")
+    assert target("grpc://localhost") == ("localhost:8001", "grpc")
+    assert target("localhost", "http") == ("localhost:8000", "http")
 
 
 def test_search_finds_by_id_title_and_words():
@@ -324,7 +328,7 @@ def test_app_answers_with_both_served_arms_and_labels_the_stand_in(triton_server
     question = dataset.questions[2]
     repository = standin_repository(tiny_repository, tmp_path / "repo", {"bert"})
     predictions = replay_file(tmp_path, {question.id: question.answer_texts[0]})
-    app_settings(triton_url=triton_server.grpc_url, model_repository=str(repository), squad="builtin",
+    app_settings(triton_url=triton_server.grpc.address, model_repository=str(repository), squad="builtin",
                  runs=str(tmp_path), replays=(("real", str(predictions)),))
     app = run_app()
     assert not app.error
@@ -334,7 +338,7 @@ def test_app_answers_with_both_served_arms_and_labels_the_stand_in(triton_server
     assert not app.exception and not app.error
     table = app.dataframe[0].value.set_index("arm")
     assert list(table.index) == ["bert", "distilbert", "real"]
-    direct = ServedArm("distilbert", tiny_repository, triton_server.grpc_url, "grpc")
+    direct = ServedArm("distilbert", tiny_repository, triton_server.grpc.address, "grpc")
     direct.connect()
     try:
         expected = direct.predict(question.question, question.context).answer.text
@@ -394,10 +398,10 @@ def test_browser_asks_a_question_and_reads_both_arms_answers(triton_server, tiny
     url = f"http://127.0.0.1:{port}"
     log_path = tmp_path / "ui.log"
     with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "abqa", "ui", "--triton-url", triton_server.grpc_url, "--model-repository",
+        process = spawn(
+            [sys.executable, "-m", "abqa", "ui", "--triton-url", triton_server.grpc.address, "--model-repository",
              str(tiny_repository), "--squad", "builtin", "--runs", str(tmp_path), "--port", str(port)],
-            stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+            stdout=log_file, stderr=subprocess.STDOUT)
     try:
         wait_for_health(url, process)
         with playwright.sync_playwright() as driver:
@@ -417,12 +421,7 @@ def test_browser_asks_a_question_and_reads_both_arms_answers(triton_server, tiny
             finally:
                 browser.close()
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_process(process, grace_s=20)
     assert set(answers) == {"bert", "distilbert"}
     for arm, answer in answers.items():
         assert answer and answer in CONTEXT, (arm, answer, log_path.read_text()[-2000:])

@@ -313,7 +313,7 @@ def test_multilingual_standin_has_the_real_vocabulary_size_and_runs_on_other_scr
 def test_served_standins_on_three_xquad_languages(shared_data, triton_server, tiny_repository, tmp_path, capsys):
     run = tmp_path / "xquad-served"
     assert main(["evaluate", "--squad", "xquad.de,xquad.zh,xquad.es", "--sample", "20", "--url",
-                 triton_server.grpc_url, "--protocol", "grpc", "--model-repository", str(tiny_repository),
+                 triton_server.grpc.address, "--protocol", "grpc", "--model-repository", str(tiny_repository),
                  "--arms", "distilbert,bert", "--order", "interleaved", "--out", str(run), "--no-progress"]) == 0
     capsys.readouterr()
     records = [json.loads(line) for line in (run / "eval.jsonl").read_text(encoding="utf-8").splitlines()]

@@ -25,6 +25,7 @@ from abqa.core.scoring import SQUAD_V1, ScoringRule
 from abqa.core.repository import ArmPaths, arm_folders
 from abqa.core.squad import SOURCE_SHARED, SquadDataset, SquadQuestion
 from abqa.router.backend import AnswerFailed, ArmAnswer, BackendUnavailable
+from abqa.triton.endpoint import Endpoint
 
 # `abqa ui` hands its settings to the Streamlit script in this variable (JSON of `UiSettings`).
 SETTINGS_ENV = "ABQA_UI_SETTINGS"
@@ -71,13 +72,9 @@ class UiSettings:
         return cls(**raw)
 
 
-def triton_target(url: str, protocol: str | None = None) -> tuple[str, str]:
-    """(host:port, protocol) of a Triton URL: an http:// URL is HTTP unless `protocol` says otherwise, else gRPC."""
-    from abqa.client.triton import normalize_url
-
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    protocol = protocol or ("http" if scheme in ("http", "https") else "grpc")
-    return normalize_url(url, protocol), protocol
+def triton_target(url: str, protocol: str | None = None) -> Endpoint:
+    """The app's Triton: an http:// URL is HTTP unless `protocol` says otherwise, else gRPC (Endpoint's rules)."""
+    return Endpoint.parse(url, protocol, flag="--triton-url")
 
 
 # --- arms ----------------------------------------------------------------------------------------------------------
@@ -132,16 +129,14 @@ class TritonArms:
                  model_repository: str | Path = DEFAULT_MODEL_REPOSITORY, timeout_s: float = 30.0):
         from abqa.router.backend import TritonBackend
 
-        self.address, self.protocol = triton_target(url, protocol)
-        self.where = f"{self.protocol}://{self.address}"
+        self.endpoint = triton_target(url, protocol)
         self.model_repository = Path(model_repository)
-        self._backend = TritonBackend(self.address, protocol=self.protocol, model_repository=self.model_repository,
-                                      timeout_s=timeout_s)
+        self._backend = TritonBackend(self.endpoint, model_repository=self.model_repository, timeout_s=timeout_s)
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="abqa-ui-triton")
         self._client = None     # the worker thread's TritonClient (the model index)
 
     def unavailable_message(self) -> str:
-        return (f"No Triton server answers at {self.where}. Start one with `abqa serve` (it serves "
+        return (f"No Triton server answers at {self.endpoint}. Start one with `abqa serve` (it serves "
                 f"{self.model_repository}/ on 127.0.0.1: gRPC 8001, HTTP 8000), then reload; or give its address "
                 "in the sidebar (`abqa ui --triton-url HOST:PORT`).")
 
@@ -150,10 +145,10 @@ class TritonArms:
         return self._worker.submit(self._ready_models).result()
 
     def _ready_models(self) -> list[str]:
-        from abqa.client.triton import RetryPolicy, TritonClient
+        from abqa.triton.client import RetryPolicy, TritonClient
 
         if self._client is None:
-            self._client = TritonClient(self.address, self.protocol, timeout_s=5.0, retry=RetryPolicy(attempts=1))
+            self._client = TritonClient(self.endpoint, timeout_s=5.0, retry=RetryPolicy(attempts=1))
         if not self._client.server_live():
             raise BackendUnavailable(self.unavailable_message())
         # `abqa serve` (PyTriton) restricts the repository index; then the model repository names the candidates.
