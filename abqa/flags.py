@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from abqa.core.config import LOAD_TOLERANCE, LOAD_WARMUP_S, LOAD_WINDOW
+
 ORDERS = ("random", "interleaved", "parallel")
 TRAFFIC_MODES = ("split", "parallel")
 SQUAD_VERSIONS = ("1.1", "2.0")
@@ -66,14 +68,39 @@ def add_replay_argument(group) -> None:
         help="a SQuAD prediction file (question id -> answer) as an arm without latency; repeatable")
 
 
-def add_load_arguments(group, *, users: str, duration: str) -> None:
-    """The sweep: concurrency steps, their length, and where each request goes."""
+def add_load_arguments(group, *, users: str, duration: str, rate: str = "", slo_ms: float | None = None,
+                       slo_steps: int = 4) -> None:
+    """The sweep: closed-loop and open-loop steps, how each one is measured, and where each request goes."""
     group.add_argument("--users", default=users, metavar="N,N,...",
-                       help="concurrency steps: simultaneous users, one Locust run each (default: %(default)s)")
-    group.add_argument("--duration", default=duration, help="per step: 30s, 1m30s, 90 (default: %(default)s)")
+                       help="closed-loop steps: simultaneous users, each asking again when answered; `none` for no "
+                       "closed-loop step (default: %(default)s)")
+    group.add_argument("--rate", default=rate, metavar="R,R,...",
+                       help="open-loop steps: user requests per second, sent on a schedule drawn in advance that "
+                       "never waits for an answer; latency counts from the scheduled time (default: none)")
+    group.add_argument("--arrivals", choices=("poisson", "constant"), default="poisson",
+                       help="open loop: Poisson arrivals or evenly spaced ones (default: %(default)s)")
+    group.add_argument("--duration", default=duration,
+                       help="per step: the longest it measures after its warm-up (it ends earlier once its figures "
+                       "are stable): 30s, 1m30s, 90 (default: %(default)s)")
+    group.add_argument("--warmup", default=f"{LOAD_WARMUP_S:g}s", help="per step: the first seconds, recorded but not measured "
+                       "(default: %(default)s)")
+    group.add_argument("--window", type=int, default=LOAD_WINDOW, metavar="ANSWERS",
+                       help="per step: answers per measurement window and arm; a step is stable when each arm's last "
+                       "three windows agree within --tolerance (default: %(default)s)")
+    group.add_argument("--tolerance", type=float, default=LOAD_TOLERANCE, metavar="FRACTION",
+                       help="how far (max / min - 1) three windows' mean latency and, closed loop, throughput may "
+                       "differ for the step to be stable (default: %(default)s)")
+    group.add_argument("--slo-ms", type=float, default=slo_ms, metavar="P99_MS",
+                       help="search each arm alone for the highest open-loop rate whose p99 is within this many "
+                       "milliseconds (MLPerf Server style)" + (" (default: %(default)s)" if slo_ms else ""))
+    group.add_argument("--slo-steps", type=int, default=slo_steps, metavar="N",
+                       help="--slo-ms: steps per arm of the search (default: %(default)s)")
+    group.add_argument("--processes", type=int, default=1, metavar="N",
+                       help="Locust processes generating the load (Locust's --processes: a master and N workers) "
+                       "when one cannot keep up (default: %(default)s)")
     group.add_argument("--mode", choices=TRAFFIC_MODES, default="split",
                        help="split: each request to one arm drawn by --weights; parallel: each request to every arm "
-                       "at once (default: %(default)s)")
+                       "at once, on the same schedule (default: %(default)s)")
 
 
 def add_threads_argument(group) -> None:

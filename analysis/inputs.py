@@ -16,7 +16,7 @@ import numpy as np
 
 from abqa.core.errors import AbqaError
 from abqa.core.run import (EVAL_FILENAME, LOAD_JSON_FILENAME, META_FILENAME, RUN_FILES, EvalRecord, EvalStatus,
-                           LoadDocument, LoadRow, RunFolder, RunMeta)
+                           LoadDocument, LoadRow, RequestRecord, RunFolder, RunMeta)
 
 OK = EvalStatus.OK
 
@@ -84,6 +84,7 @@ class RunInputs:
     answers: dict[str, ArmAnswers]   # arm -> answers, in the run's arm order
     load: LoadDocument | None
     arm_order: list[str]             # every arm any file mentions: meta's order, then eval's, then load's
+    requests: list[RequestRecord] = field(default_factory=list)  # requests.jsonl (with load.json)
 
     @property
     def load_rows(self) -> list[LoadRow]:
@@ -170,4 +171,5 @@ def read_run(run_dir: str | Path) -> RunInputs:
     load_arms = (list(load.arms) + [row.arm for row in load.rows]) if load is not None else []
     order = _unique(meta_arms + list(answers) + load_arms)
     answers = {arm: answers[arm] for arm in order if arm in answers}
-    return RunInputs(run_dir=folder.path, meta=meta, answers=answers, load=load, arm_order=order)
+    requests = folder.read_requests() if load is not None else []
+    return RunInputs(run_dir=folder.path, meta=meta, answers=answers, load=load, arm_order=order, requests=requests)

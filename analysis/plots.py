@@ -192,8 +192,9 @@ def _load_steps(data: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
 
 
 def plot_load(data: dict[str, Any], path: Path) -> Path | None:
-    """Throughput and p95 latency against the number of concurrent users, per arm."""
-    steps = _load_steps(data)
+    """Throughput and p95 latency against the number of concurrent users (closed-loop steps), per arm."""
+    steps = {arm: [row for row in rows if row.get("users")] for arm, rows in _load_steps(data).items()}
+    steps = {arm: rows for arm, rows in steps.items() if rows}
     if not steps:
         return None
     plt = _pyplot()
@@ -222,6 +223,35 @@ def plot_load(data: dict[str, Any], path: Path) -> Path | None:
     return _save(fig, path, data, list(steps), f"Locust load test{', ' + mode + ' mode' if mode else ''}")
 
 
+def plot_latency_vs_rate(data: dict[str, Any], path: Path) -> Path | None:
+    """Open loop: each arm's p50 and p99 against its scheduled request rate (sweep and SLO steps), with the bound."""
+    points = {arm: sorted((step for step in summary.get("load") or [] if step.get("rate")), key=lambda s: s["rate"])
+              for arm, summary in data["arms"].items()}
+    points = {arm: steps for arm, steps in points.items() if steps}
+    if not points:
+        return None
+    plt = _pyplot()
+    colours = arm_colours(list(data["arms"]))
+    fig, ax = plt.subplots(figsize=(7.5, 4.4))
+    for arm, steps in points.items():
+        rates = [step["rate"] for step in steps]
+        label = data["arms"][arm]["provenance"]["label"]
+        for key, style in (("p50", "o--"), ("p99", "s-")):
+            values = [(step["latency_ms"] or {}).get(key) for step in steps]
+            ax.plot(rates, [np.nan if v is None else v for v in values], style, color=colours[arm],
+                    label=f"{label} {key}")
+    bound = (data.get("load") or {}).get("slo_ms")
+    if bound:
+        ax.axhline(bound, color="#555555", linestyle=":", label=f"p99 bound {bound:g} ms")
+    ax.set_xlabel("scheduled requests per second to the arm (open loop)")
+    ax.set_ylabel("latency from the scheduled time, ms")
+    ax.set_title("Latency against offered load (p99 only from 100+ requests)")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path, data, list(points), "abqa loadtest --rate / --slo-ms, Poisson arrivals")
+
+
 _SERVER_PARTS = (
     ("queue_ms_per_request", "queue", "#d62728"),
     ("compute_input_ms_per_request", "compute input", "#9ecae1"),
@@ -247,13 +277,13 @@ def plot_queue_compute(data: dict[str, Any], path: Path) -> Path | None:
         values = np.array([row.get(key) or 0.0 for _, row in bars])
         ax.bar(x, values, 0.7, bottom=bottom, color=colour, label=name)
         bottom += values
-    ax.set_xticks(x, [f"{arm}\n{row['users']}u" for arm, row in bars], fontsize=8)
+    ax.set_xticks(x, [f"{arm}\n{row['step']}" for arm, row in bars], fontsize=8)
     ax.set_ylabel("server time per request, ms")
     ax.set_title("Queue versus compute time in Triton (per request)")
     ax.set_ylim(0, max(float(bottom.max()), 1e-3) * 1.25)  # headroom: the legend sits above the bars
     ax.legend(fontsize=8, ncol=4, loc="upper center")
     arms = list(dict.fromkeys(arm for arm, _ in bars))
-    return _save(fig, path, data, arms, "Triton Prometheus metrics over each load step; 'Nu' = N users")
+    return _save(fig, path, data, arms, "Triton Prometheus metrics over each load step")
 
 
 def plot_languages(data: dict[str, Any], path: Path) -> Path | None:
@@ -312,6 +342,7 @@ def render_plots(data: dict[str, Any], latencies: dict[str, np.ndarray], out_dir
         "accuracy": plot_accuracy(data, out_dir / "accuracy.png"),
         "contingency": plot_contingency(data, out_dir / "contingency.png"),
         "load": plot_load(data, out_dir / "load.png"),
+        "latency_vs_rate": plot_latency_vs_rate(data, out_dir / "latency_vs_rate.png"),
         "queue_compute": plot_queue_compute(data, out_dir / "queue_compute.png"),
         "languages": plot_languages(data, out_dir / "languages.png"),
     }

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from abqa.analysis.load_report import (FACT_KEYS, LOAD_HEADERS, answers_line, load_table_rows, paired_table,
+                                       slo_lines)
 from abqa.analysis.verdict import format_p
 from abqa.core.scoring import SQUAD_V1, SQUAD_V2, SQUAD_VERSIONS, ScoringRule, squad_rule
 
@@ -99,7 +101,9 @@ FIGURE_CAPTIONS = {
     "latency_cdf": "Per-question latency, cumulative distribution per arm.",
     "accuracy": "Exact match and F1 per arm with 95% bootstrap confidence intervals.",
     "contingency": "Exact-match contingency per pair; the off-diagonal cells b and c drive McNemar's test.",
-    "load": "Throughput and p95 latency against concurrent users (load test).",
+    "load": "Throughput and p95 latency against concurrent users (closed-loop load steps).",
+    "latency_vs_rate": "p50 and p99 latency against the scheduled request rate (open-loop load steps), with the "
+                       "p99 bound.",
     "queue_compute": "Time per request inside Triton: queue versus compute, per arm and concurrency step.",
     "languages": "F1 per language and arm with 95% bootstrap CIs (MLQA scoring), and median latency per language.",
 }
@@ -192,28 +196,6 @@ def _pair_rows(test: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-def _load_rows(data: dict[str, Any]) -> list[list[str]]:
-    rows = []
-    for arm, summary in data["arms"].items():
-        for step in summary.get("load") or []:
-            latency = step["latency_ms"] or {}
-            compute = [step.get(key) for key in ("compute_input_ms_per_request", "compute_infer_ms_per_request",
-                                                 "compute_output_ms_per_request")]
-            compute_total = sum(value for value in compute if value is not None) if any(
-                value is not None for value in compute) else None
-            rows.append([
-                summary["provenance"]["label"], num(step["users"]), num(step["requests"]), num(step["failures"]),
-                num(step["requests_per_s"], 2), num(latency.get("p50")), num(latency.get("p95")),
-                num(latency.get("p99")), num(step.get("queue_ms_per_request"), 2), num(compute_total, 2),
-                num(step.get("mean_batch_size"), 2),
-            ])
-    return rows
-
-
-LOAD_HEADERS = ["arm", "users", "requests", "failures", "req/s", "p50 ms", "p95 ms", "p99 ms",
-                "queue ms/req", "compute ms/req", "mean batch"]
-
-
 def _run_facts(data: dict[str, Any]) -> list[str]:
     run = data["run"]
     facts = [f"Run folder: {run['dir']} (files: "
@@ -241,7 +223,8 @@ def _run_facts(data: dict[str, Any]) -> list[str]:
         facts.append("versions: " + ", ".join(f"{name} {version}" for name, version in versions.items() if version))
     load = data.get("load") or {}
     if load:
-        facts.append("load test: " + ", ".join(f"{key} {value}" for key, value in load.items() if value is not None))
+        facts.append("load test: " + ", ".join(f"{key} {value}" for key, value in load.items()
+                                               if value is not None and key in FACT_KEYS))
     return facts
 
 
@@ -387,9 +370,9 @@ def layout(data: dict[str, Any], figures: list[str]) -> Document:
         blocks.extend(language_blocks(data))
 
     blocks.append(Heading("Load"))
-    rows = _load_rows(data)
+    rows = load_table_rows(data)
     if rows:
-        blocks.append(Table(LOAD_HEADERS, rows))
+        blocks.extend(load_blocks(data, rows))
     else:
         blocks.append(Paragraph("No load results (no load.json): throughput and latency under concurrency were not "
                                 "measured for this run.", css="warn"))
@@ -405,6 +388,24 @@ def layout(data: dict[str, Any], figures: list[str]) -> Document:
     blocks.append(Heading("Methods"))
     blocks.append(Bullets(_methods(data) + squad_v2_methods(data)))
     return doc
+
+
+def load_blocks(data: dict[str, Any], rows: list[list[str]]) -> list[Block]:
+    """The load section: the steps of every arm, the SLO statements, the paired differences, answers under load."""
+    blocks: list[Block] = [Table(LOAD_HEADERS, rows), Paragraph(
+        "Every figure is computed from the step's own request records (requests.jsonl), warm-up left out: exact "
+        "percentiles, never Locust's rounded ones; n is the answered requests they rest on, and a percentile that "
+        "would rest on too few is shown as n<N. Open-loop steps (rate-R, slo-...) count latency from the scheduled "
+        "arrival.")]
+    if slo_lines(data):
+        blocks += [Heading("Highest rate within the p99 bound", 3), Bullets(slo_lines(data))]
+    headers, paired = paired_table(data)
+    if paired:
+        blocks += [Heading("Paired per-request latency under load", 3), Table(headers, paired)]
+    answers = answers_line(data)
+    if answers:
+        blocks.append(Paragraph(answers))
+    return blocks
 
 
 LANGUAGE_ARM_HEADERS = ["language", "arm", "questions", "EM % [95% CI]", "F1 % [95% CI]", "p50 ms"]

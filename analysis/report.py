@@ -21,7 +21,7 @@ from abqa.analysis.summary import ReportSettings, build_report_data
 from abqa.core.io import write_text_atomic
 from abqa.core.run import ReportData, RunFolder, validate
 
-PLOT_NAMES = ("latency_histogram", "latency_cdf", "accuracy", "contingency", "load", "queue_compute")
+PLOT_NAMES = ("latency_histogram", "latency_cdf", "accuracy", "contingency", "load", "latency_vs_rate", "queue_compute")
 
 
 @dataclass(frozen=True)

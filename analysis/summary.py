@@ -18,7 +18,8 @@ from abqa.analysis import stats
 from abqa.analysis.inputs import ArmAnswers, RunInputs
 from abqa.analysis.squad_v2 import squad_v2_block, squad_v2_notes
 from abqa.core.records import STANDIN_WARNING
-from abqa.core.run import SCHEMA_VERSION, ArmInfo, LoadRow, LoadStepReport
+from abqa.analysis.load_report import load_facts, load_notes, load_steps
+from abqa.core.run import SCHEMA_VERSION, ArmInfo
 
 PAIR_SEPARATOR = "__vs__"
 # Family-wise: each test's p-values are Holm-adjusted over the pairs (one family per test).
@@ -118,10 +119,6 @@ def latency_block(latency_ms: np.ndarray, excluded: int, settings: ReportSetting
     return block
 
 
-def load_step(row: LoadRow) -> dict[str, Any]:
-    return LoadStepReport.from_row(row).to_dict()
-
-
 def summarise_arm(
     arm: str, inputs: RunInputs, settings: ReportSettings,
 ) -> dict[str, Any]:
@@ -150,9 +147,7 @@ def summarise_arm(
     info = meta_arm or ArmInfo(kind="served")
     summary["model"] = {"architecture": info.architecture, "variant": info.variant, "parameters": info.parameters,
                         "onnx_file_size": info.onnx_file_size}
-    steps = [load_step(row) for row in inputs.load_rows if row.arm == arm]
-    steps.sort(key=lambda step: step["users"])
-    summary["load"] = steps or None
+    summary["load"] = load_steps(inputs.load, arm)
     qa = inputs.meta.qa.to_dict() if inputs.meta is not None and inputs.meta.qa is not None else None
     squad_v2 = squad_v2_block(scored, settings, qa)
     if squad_v2 is not None:  # a SQuAD v2.0 run: HasAns/NoAns and the best threshold (a v1.1 report is unchanged)
@@ -335,10 +330,7 @@ def build_report_data(inputs: RunInputs, settings: ReportSettings = ReportSettin
     for test in tests.values():
         test["accuracy_meaningful"] = (arms[test["arm_a"]]["accuracy_meaningful"]
                                        and arms[test["arm_b"]]["accuracy_meaningful"])
-    load = None
-    if inputs.load is not None:
-        load = {key: getattr(inputs.load, key)
-                for key in ("mode", "users", "duration_s", "weights", "url", "started_at", "arms")}
+    load = load_facts(inputs.load, inputs.requests, settings.bootstrap)
     data: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "run": run_info(inputs),
@@ -352,7 +344,7 @@ def build_report_data(inputs: RunInputs, settings: ReportSettings = ReportSettin
         "tests": tests,
         "load": load,
     }
-    data["notes"] = _notes(data) + squad_v2_notes(data)
+    data["notes"] = _notes(data) + squad_v2_notes(data) + load_notes(data)
     data["verdict"] = verdict_lines(data)
     _add_languages(data, inputs, settings)
     return data

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from abqa.analysis.load_report import answers_line, paired_line, slo_lines
+
 # Below this many paired questions a verdict line always states the smallest detectable difference.
 SMALL_SAMPLE = 1000
 # Below this many, bootstrap intervals and test p-values are too rough to lean on, and the verdict says so.
@@ -143,9 +145,10 @@ def single_arm_line(arm: str, summary: dict[str, Any]) -> str:
 
 
 def load_line(data: dict[str, Any]) -> str | None:
-    """p95 and throughput of every arm at the highest concurrency step that all loaded arms reached."""
-    steps = {arm: {step["users"]: step for step in summary["load"]}
+    """p95 and throughput of every arm at the highest closed-loop step that all loaded arms reached."""
+    steps = {arm: {step["users"]: step for step in summary["load"] if step.get("users")}
              for arm, summary in data["arms"].items() if summary.get("load")}
+    steps = {arm: by_users for arm, by_users in steps.items() if by_users}
     if not steps:
         return None
     common = set.intersection(*(set(by_users) for by_users in steps.values()))
@@ -158,7 +161,8 @@ def load_line(data: dict[str, Any]) -> str | None:
     for arm, by_users in steps.items():
         step = by_users[users]
         p95 = (step["latency_ms"] or {}).get("p95")
-        part = f"{arm} p95 {p95:.0f} ms" if p95 is not None else f"{arm} p95 not measured"
+        part = f"{arm} p95 {p95:.0f} ms" if p95 is not None else \
+            f"{arm} p95 not measured ({step.get('withheld', {}).get('p95', 'no answer')})"
         part += f", {step['requests_per_s']:.1f} req/s"
         if step["failures"]:
             part += f" ({step['failures']} of {step['requests']} requests failed)"
@@ -191,6 +195,8 @@ def verdict_lines(data: dict[str, Any]) -> list[str]:
     loaded = load_line(data)
     if loaded:
         lines.append(loaded)
+    lines += slo_lines(data)
+    lines += [line for line in (paired_line(data), answers_line(data)) if line]
     standins = [arm for arm, summary in arms.items() if summary["provenance"]["standin"]]
     if standins:
         lines.append(f"Stand-ins ({', '.join(standins)}): untrained weights; their latency, memory and size are "

@@ -12,17 +12,19 @@ from --squad and --model-repository at start-up instead.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Collection, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from abqa.core.errors import AbqaError
 from abqa.core.io import atomic_file
+from abqa.core.qa import Window
 from abqa.core.repository import ArmPaths
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,7 @@ DEFAULT_POOL_SIZE = 256
 DEFAULT_SEED = 0
 POOL_FILENAME = "pool.npz"
 _META_KEY = "__meta__"
+_OFFSETS, _CONTEXT_MASK = "@offsets", "@context_mask"   # not Triton input names (those cannot start with @)
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,27 @@ class ArmTensors:
         return [name for name, _ in self.inputs]
 
 
+@dataclass(frozen=True)
+class WindowLayout:
+    """Where a window's tokens come from, to decode an answer from its logits (`abqa.core.qa.Window`'s fields)."""
+
+    context_mask: np.ndarray        # bool [length]: True where the token is from the context
+    offsets: np.ndarray             # int64 [length, 2]: each token's character span in the context
+
+    @property
+    def length(self) -> int:
+        return int(self.offsets.shape[0])
+
+
+@dataclass(frozen=True)
+class PoolQuestion:
+    """What the answers under load are decoded and scored with: the context, the reference answers."""
+
+    context: str
+    references: tuple[str, ...]
+    language: str | None = None
+
+
 @dataclass
 class PoolItem:
     """One request: window `window` of question `question_id`, as each arm's tokenizer encodes it."""
@@ -54,9 +78,20 @@ class PoolItem:
     question_id: str
     window: int
     tensors: dict[str, dict[str, np.ndarray]]   # arm -> input name -> array [1, padded length]
+    layouts: dict[str, WindowLayout] = field(default_factory=dict)   # arm -> layout (absent: not decodable)
 
     def shape(self, arm: str) -> tuple[int, ...]:
         return next(iter(self.tensors[arm].values())).shape
+
+    def padded_tokens(self, arm: str) -> int:
+        return int(self.shape(arm)[-1])
+
+    def tokens(self, arm: str) -> int:
+        """Real tokens (the rest is padding)."""
+        if arm in self.layouts:
+            return self.layouts[arm].length
+        mask = self.tensors[arm].get("attention_mask")
+        return int(np.count_nonzero(mask)) if mask is not None else self.padded_tokens(arm)
 
 
 @dataclass
@@ -64,6 +99,14 @@ class RequestPool:
     arms: dict[str, ArmTensors]
     items: list[PoolItem]
     dataset: dict[str, Any] = field(default_factory=dict)
+    questions: dict[str, PoolQuestion] = field(default_factory=dict)
+
+    def windows_per_question(self) -> dict[str, int]:
+        """How many windows of each question the pool holds (a question is answered when all of them are)."""
+        counts: dict[str, int] = {}
+        for item in self.items:
+            counts[item.question_id] = counts.get(item.question_id, 0) + 1
+        return counts
 
     def __len__(self) -> int:
         return len(self.items)
@@ -93,10 +136,15 @@ class RequestPool:
             for arm, tensors in item.tensors.items():
                 for name, array in tensors.items():
                     arrays[f"{index}/{arm}/{name}"] = array
+            for arm, layout in item.layouts.items():
+                arrays[f"{index}/{arm}/{_OFFSETS}"] = layout.offsets
+                arrays[f"{index}/{arm}/{_CONTEXT_MASK}"] = layout.context_mask
         meta = {
             "arms": {arm: asdict(spec) for arm, spec in self.arms.items()},
             "items": [[item.question_id, item.window] for item in self.items],
             "dataset": self.dataset,
+            "questions": {qid: {"context": q.context, "references": list(q.references), "language": q.language}
+                          for qid, q in self.questions.items()},
         }
         arrays[_META_KEY] = np.array(json.dumps(meta))
         with atomic_file(path, "wb") as handle:
@@ -118,14 +166,16 @@ class RequestPool:
                     PoolItem(question_id, window, {
                         arm: {name: archive[f"{index}/{arm}/{name}"] for name in spec.input_names}
                         for arm, spec in arms.items()
-                    })
+                    }, _layouts(archive, index, arms))
                     for index, (question_id, window) in enumerate(meta["items"])
                 ]
+                questions = {qid: PoolQuestion(q["context"], tuple(q["references"]), q.get("language"))
+                             for qid, q in meta.get("questions", {}).items()}
         except FileNotFoundError:
             raise AbqaError(f"request pool {path}: not found") from None
         except (KeyError, ValueError, OSError) as exc:
             raise AbqaError(f"request pool {path}: not a valid abqa pool file ({type(exc).__name__}: {exc})") from None
-        return cls(arms, items, meta.get("dataset", {}))
+        return cls(arms, items, meta.get("dataset", {}), questions)
 
     def for_arms(self, arms: Sequence[str]) -> "RequestPool":
         """The pool restricted to `arms` (every one must be in it)."""
@@ -134,20 +184,34 @@ class RequestPool:
             raise AbqaError(f"request pool has no requests for arm(s) {', '.join(missing)} (it has: {', '.join(self.arms)})")
         return RequestPool(
             {arm: self.arms[arm] for arm in arms},
-            [PoolItem(item.question_id, item.window, {arm: item.tensors[arm] for arm in arms}) for item in self.items],
+            [PoolItem(item.question_id, item.window, {arm: item.tensors[arm] for arm in arms},
+                      {arm: item.layouts[arm] for arm in arms if arm in item.layouts}) for item in self.items],
             self.dataset,
+            self.questions,
         )
+
+
+def _layouts(archive, index: int, arms: Mapping[str, ArmTensors]) -> dict[str, WindowLayout]:
+    """The layouts a pool file holds for item `index` (a file without them gives answers that cannot be decoded)."""
+    layouts = {}
+    for arm in arms:
+        offsets, mask = f"{index}/{arm}/{_OFFSETS}", f"{index}/{arm}/{_CONTEXT_MASK}"
+        if offsets in archive.files and mask in archive.files:
+            layouts[arm] = WindowLayout(archive[mask].astype(bool), archive[offsets])
+    return layouts
 
 
 # --- building (pure, given a tokeniser function) --------------------------------------------------------------------
 
-Encoder = Callable[[str, str, str], list[dict[str, np.ndarray]]]
-"""(arm, question, context) -> that arm's windows, each {input name: int64 [padded length]}."""
+Encoder = Callable[[str, str, str], list[Window]]
+"""(arm, question, context) -> that arm's windows (`abqa.core.qa.Window`: arrays by input name, layout)."""
 
 
 def build_items(questions: Iterable[Any], arms: Sequence[str], encode: Encoder, *, size: int,
-                seed: int = DEFAULT_SEED) -> list[PoolItem]:
-    """Up to `size` windows from `questions` in a seeded random order, the same (question, window) for every arm.
+                seed: int = DEFAULT_SEED, prefer: Collection[str] = ()) -> list[PoolItem]:
+    """Up to `size` windows from `questions` in a seeded random order, the same (question, window) for every arm;
+    the questions in `prefer` first (those `abqa evaluate` answered in the run folder: their answers under load can
+    be checked).
 
     A question whose arms cut it into different numbers of windows (different tokenizers) contributes the
     windows they have in common.
@@ -156,24 +220,30 @@ def build_items(questions: Iterable[Any], arms: Sequence[str], encode: Encoder, 
         raise AbqaError(f"--pool-size {size}: must be at least 1")
     order = list(questions)
     random.Random(seed).shuffle(order)
+    preferred = set(prefer)
+    order.sort(key=lambda question: question.id not in preferred)  # stable: the seeded order within each group
     items: list[PoolItem] = []
     for question in order:
         per_arm = {arm: encode(arm, question.question, question.context) for arm in arms}
         shared = min(len(windows) for windows in per_arm.values())
         for window in range(shared):
-            tensors = {arm: {name: values[None, :] for name, values in per_arm[arm][window].items()} for arm in arms}
-            items.append(PoolItem(question.id, window, tensors))
+            tensors = {arm: {name: values[None, :] for name, values in per_arm[arm][window].arrays.items()}
+                       for arm in arms}
+            layouts = {arm: WindowLayout(per_arm[arm][window].context_mask, per_arm[arm][window].offsets)
+                       for arm in arms}
+            items.append(PoolItem(question.id, window, tensors, layouts))
             if len(items) == size:
                 return items
     return items
 
 
-def cast_inputs(windows: list[dict[str, np.ndarray]], spec: ArmTensors) -> list[dict[str, np.ndarray]]:
+def cast_inputs(windows: list[Window], spec: ArmTensors) -> list[Window]:
     """Each window's arrays in the datatype the server declares (INT64 for the exported graphs)."""
     from tritonclient.utils import triton_to_np_dtype
 
     dtypes = {name: triton_to_np_dtype(datatype) for name, datatype in spec.inputs}
-    return [{name: np.ascontiguousarray(window[name], dtype=dtypes[name]) for name in spec.input_names}
+    return [dataclasses.replace(window, arrays={name: np.ascontiguousarray(window.arrays[name], dtype=dtypes[name])
+                                                for name in spec.input_names})
             for window in windows]
 
 
@@ -226,8 +296,10 @@ def read_standin_flags(repository: Path, arms: Sequence[str]) -> dict[str, bool 
 
 def build_pool(arms: Sequence[str], repository: str | Path, *, squad: str | None = None,
                size: int = DEFAULT_POOL_SIZE, seed: int = DEFAULT_SEED,
-               fetch_metadata: Callable[[str], Mapping[str, Any]] | None = None) -> RequestPool:
-    """Tokenise SQuAD questions with each arm's tokenizer (model_repository/<arm>/tokenizer) into a pool."""
+               fetch_metadata: Callable[[str], Mapping[str, Any]] | None = None,
+               prefer: Collection[str] = ()) -> RequestPool:
+    """Tokenise SQuAD questions with each arm's tokenizer (model_repository/<arm>/tokenizer) into a pool, the
+    questions in `prefer` first."""
     from abqa.core.qa import encode_question, load_tokenizer
     from abqa.core.data_sources import resolve
 
@@ -236,11 +308,14 @@ def build_pool(arms: Sequence[str], repository: str | Path, *, squad: str | None
     tokenizers = {arm: load_tokenizer(ArmPaths(repository, arm).tokenizer) for arm in arms}
     dataset = resolve(squad)
 
-    def encode(arm: str, question: str, context: str) -> list[dict[str, np.ndarray]]:
+    def encode(arm: str, question: str, context: str) -> list[Window]:
         windows = encode_question(tokenizers[arm], question, context, input_names=specs[arm].input_names)
-        return cast_inputs([window.arrays for window in windows], specs[arm])
+        return cast_inputs(windows, specs[arm])
 
-    items = build_items(dataset.questions, list(arms), encode, size=size, seed=seed)
+    items = build_items(dataset.questions, list(arms), encode, size=size, seed=seed, prefer=prefer)
+    by_id = {question.id: question for question in dataset.questions}
+    questions = {qid: PoolQuestion(by_id[qid].context, tuple(by_id[qid].answer_texts), by_id[qid].language)
+                 for qid in dict.fromkeys(item.question_id for item in items)}
     if len(items) < size:
         log.warning("request pool: %d windows asked, the data set has %d", size, len(items))
     description = {
@@ -250,10 +325,11 @@ def build_pool(arms: Sequence[str], repository: str | Path, *, squad: str | None
         "sha256": dataset.sha256,
         "questions": len(dataset),
         "seed": seed,
+        "pool_questions_evaluated": len({item.question_id for item in items} & set(prefer)),
         # A multilingual pool (--squad xquad.de,xquad.zh): which languages the requests were drawn from.
         **({"languages": [part["language"] for part in dataset.parts]} if dataset.parts else {}),
     }
-    return RequestPool(specs, items, description)
+    return RequestPool(specs, items, description, questions)
 
 
 def _one_line(exc: BaseException) -> str:

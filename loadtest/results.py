@@ -1,10 +1,10 @@
-"""Locust's CSVs and Triton's counters -> LoadRows -> load.json, load.csv and the table (pure, but the writers).
+"""A step's request records and Triton's counters -> LoadRows -> load.json, load.csv and the table (pure, but the
+writers).
 
-Locust names each request by arm, so its `<prefix>_stats.csv` has one row per arm with the request count
-(failed requests included, as Locust counts them), the failure count, requests/s and the percentiles, and
-`<prefix>_failures.csv` one row per (arm, error message) with its occurrences. Locust stores response times
-rounded (to 1 ms below 100 ms, 10 ms below 1 s, 100 ms above) before it takes percentiles; the mean and
-the maximum are exact.
+Every figure of a row comes from the step's records in requests.jsonl (loadtest/figures.py: exact percentiles,
+throughput, tokens per second), never from Locust's statistics, which round response times into buckets (to
+10 ms between 100 ms and 1 s) before taking percentiles. Locust's own CSVs and HTML report are still kept per
+step; only its exceptions CSV (errors in the locustfile's own code) is read.
 """
 
 from __future__ import annotations
@@ -16,18 +16,9 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from abqa.core.io import atomic_file
-from abqa.core.run import LatencyPercentiles, LoadDocument, LoadRow, RunFolder, ServerStepView
+from abqa.core.run import LATENCY_KEYS, LoadDocument, LoadRow, RequestRecord, RunFolder, ServerStepView
+from abqa.loadtest import figures
 
-AGGREGATED = "Aggregated"
-# load.json latency_ms key -> Locust stats CSV column.
-LATENCY_COLUMNS = {
-    "p50": "50%",
-    "p90": "90%",
-    "p95": "95%",
-    "p99": "99%",
-    "mean": "Average Response Time",
-    "max": "Max Response Time",
-}
 CSV_SERVER_FIELDS = (
     "request_count", "request_failures", "inference_count", "execution_count",
     "queue_us", "compute_input_us", "compute_infer_us", "compute_output_us", "request_us",
@@ -44,23 +35,6 @@ def _number(text: str | None) -> float | None:
     return value if value == value else None  # NaN -> None
 
 
-def read_locust_stats(text: str) -> dict[str, dict[str, str]]:
-    """`<prefix>_stats.csv` -> {request name: row}, without Locust's Aggregated row."""
-    return {row["Name"]: row for row in csv.DictReader(io.StringIO(text)) if row.get("Name") and row["Name"] != AGGREGATED}
-
-
-def read_locust_failures(text: str) -> dict[str, dict[str, int]]:
-    """`<prefix>_failures.csv` -> {request name: {error message: occurrences}}."""
-    failures: dict[str, dict[str, int]] = {}
-    for row in csv.DictReader(io.StringIO(text)):
-        name, message = row.get("Name"), row.get("Error")
-        if not name or message is None:
-            continue
-        counts = failures.setdefault(name, {})
-        counts[message] = counts.get(message, 0) + int(_number(row.get("Occurrences")) or 0)
-    return failures
-
-
 def read_locust_exceptions(text: str) -> dict[str, int]:
     """`<prefix>_exceptions.csv` -> {message: count}: errors in the users' own code, not request failures."""
     exceptions: dict[str, int] = {}
@@ -71,45 +45,69 @@ def read_locust_exceptions(text: str) -> dict[str, int]:
     return exceptions
 
 
-def load_row(arm: str, users: int, stats: Mapping[str, str] | None, failures: Mapping[str, int] | None,
-             server: Mapping[str, Any] | None = None) -> LoadRow:
-    """One arm at one step. An arm Locust never reported (no request sent) is a row of zeros."""
-    requests = int(_number(stats.get("Request Count")) or 0) if stats else 0
-    failed = int(_number(stats.get("Failure Count")) or 0) if stats else 0
-    # Latency of requests that all failed is the time to fail (a refused connection), not an answer's: none.
-    has_answers = requests > failed
-    latency = {key: (_number(stats.get(column)) if stats and has_answers else None)
-               for key, column in LATENCY_COLUMNS.items()}
-    latency = {key: (round(value, 3) if value is not None else None) for key, value in latency.items()}
-    rate = _number(stats.get("Requests/s")) if stats else None
+def arm_rate(step, plan, arm: str) -> float | None:
+    """An arm's scheduled arrivals per second in an open-loop step: its weight's share in split mode, all of them
+    in parallel mode."""
+    if step.rate is None:
+        return None
+    if plan.mode == "parallel":
+        return step.rate
+    weights = plan.weight_map
+    return round(step.rate * weights.get(arm, 0.0) / sum(weights.values()), 6)
+
+
+def load_row(arm: str, step, plan, records: Sequence[RequestRecord], span: figures.Span | None,
+             server: Mapping[str, Any] | None = None, answer_key=None) -> LoadRow:
+    """One arm at one step, from its records. An arm that got no request is a row of zeros."""
+    mine = [record for record in records if record.arm == arm]
+    arm_figures = figures.arm_figures(mine, span)
     return LoadRow(
-        arm=arm,
-        users=users,
-        requests=requests,
-        failures=failed,
-        requests_per_s=round(rate, 3) if rate is not None else 0.0,
-        latency_ms=LatencyPercentiles(**latency),
+        arm=arm, step=step.name, users=step.users, rate=arm_rate(step, plan, arm),
+        requests=arm_figures.requests, failures=arm_figures.failures, requests_per_s=arm_figures.requests_per_s,
+        tokens_per_s=arm_figures.tokens_per_s, padded_tokens_per_s=arm_figures.padded_tokens_per_s,
+        latency_ms=arm_figures.latency_ms,
+        answers=answer_key.check(mine, arm) if answer_key is not None else None,
         server=ServerStepView(**(server or {})),
-        failure_messages=dict(failures or {}),
+        failure_messages=arm_figures.failure_messages,
     )
 
 
-def rows_for_step(arms: Sequence[str], users: int, stats: Mapping[str, Mapping[str, str]],
-                  failures: Mapping[str, Mapping[str, int]], servers: Mapping[str, Mapping[str, Any]]) -> list[LoadRow]:
-    return [load_row(arm, users, stats.get(arm), failures.get(arm), servers.get(arm)) for arm in arms]
+def rows_for_step(step, plan, records: Sequence[RequestRecord], servers: Mapping[str, Mapping[str, Any]],
+                  answer_key=None) -> list[LoadRow]:
+    span = figures.measured_span(records)
+    return [load_row(arm, step, plan, records, span, servers.get(arm), answer_key) for arm in step.arms]
+
+
+def latency_cell(row: LoadRow, key: str) -> str:
+    """A latency figure for a table: the number, or why there is none ("n<100"), or "-"."""
+    value = getattr(row.latency_ms, key)
+    if value is not None:
+        return f"{value:.1f}"
+    return row.latency_ms.withheld.get(key, "-")
 
 
 def csv_record(row: LoadRow) -> dict[str, Any]:
     """A LoadRow's scalar fields, flattened for load.csv (latency_ms.p95 -> p95_ms, server.queue_us -> server_queue_us)."""
     record: dict[str, Any] = {
         "arm": row.arm,
+        "step": row.step,
         "users": row.users,
+        "rate": row.rate,
         "requests": row.requests,
         "failures": row.failures,
         "requests_per_s": row.requests_per_s,
+        "tokens_per_s": row.tokens_per_s,
+        "padded_tokens_per_s": row.padded_tokens_per_s,
     }
-    for key in LATENCY_COLUMNS:
+    for key in LATENCY_KEYS:
         record[f"{key}_ms"] = getattr(row.latency_ms, key)
+    record["samples"] = row.latency_ms.samples
+    record["withheld"] = " ".join(f"{key}:{why}" for key, why in row.latency_ms.withheld.items()) or None
+    answers = row.answers
+    record["answers_compared"] = answers.compared if answers is not None else None
+    record["answers_identical"] = answers.identical if answers is not None else None
+    record["answers_em"] = answers.em if answers is not None else None
+    record["answers_f1"] = answers.f1 if answers is not None else None
     for key in CSV_SERVER_FIELDS:
         record[f"server_{key}"] = getattr(row.server, key)
     sizes = row.server.batch_sizes
@@ -121,7 +119,7 @@ def csv_record(row: LoadRow) -> dict[str, Any]:
 def write_load_csv(path: str | Path, rows: Sequence[LoadRow]) -> Path:
     path = Path(path)
     records = [csv_record(row) for row in rows]
-    columns = list(csv_record(LoadRow(arm="", users=0, requests=0, failures=0, requests_per_s=0.0)).keys())
+    columns = list(csv_record(LoadRow(arm="", step="", requests=0, failures=0, requests_per_s=0.0)).keys())
     with atomic_file(path, newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
@@ -147,30 +145,35 @@ def _fmt(value: Any, digits: int = 1) -> str:
 
 
 def format_table(rows: Sequence[LoadRow], standin: Mapping[str, bool | None] | None = None) -> str:
-    """arm, users, req/s, p50/p95/p99 ms, failures, the server's mean batch size and per-request queue / infer time."""
-    headers = ("arm", "users", "req/s", "p50 ms", "p95 ms", "p99 ms", "requests", "failures", "mean batch",
-               "queue us/req", "infer us/req")
+    """arm, step, req/s, tokens/s, p50/p95/p99 ms and what they rest on, failures, identical answers, the server's
+    mean batch size and per-request queue / infer time."""
+    headers = ("arm", "step", "req/s", "tok/s", "p50 ms", "p95 ms", "p99 ms", "n", "failures", "same answers",
+               "mean batch", "queue us/req", "infer us/req")
     lines = [headers]
     for row in rows:
         name = f"{row.arm} (stand-in)" if standin and standin.get(row.arm) else row.arm
+        answers = row.answers
+        same = f"{answers.identical}/{answers.compared}" if answers is not None and answers.compared else "-"
         lines.append((
-            name, str(row.users), _fmt(row.requests_per_s, 2), _fmt(row.latency_ms.p50),
-            _fmt(row.latency_ms.p95), _fmt(row.latency_ms.p99), str(row.requests), str(row.failures),
-            _fmt(row.server.mean_batch_size, 2), _fmt(row.server.queue_us_per_request, 0),
+            name, row.step, _fmt(row.requests_per_s, 2), _fmt(row.tokens_per_s, 0), latency_cell(row, "p50"),
+            latency_cell(row, "p95"), latency_cell(row, "p99"), str(row.latency_ms.samples), str(row.failures),
+            same, _fmt(row.server.mean_batch_size, 2), _fmt(row.server.queue_us_per_request, 0),
             _fmt(row.server.compute_infer_us_per_request, 0),
         ))
     widths = [max(len(line[i]) for line in lines) for i in range(len(headers))]
-    rendered = ["  ".join(cell.ljust(width) if i == 0 else cell.rjust(width) for i, (cell, width) in enumerate(zip(line, widths)))
+    rendered = ["  ".join(cell.ljust(width) if i < 2 else cell.rjust(width) for i, (cell, width) in enumerate(zip(line, widths)))
                 for line in lines]
     rendered.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(rendered)
 
 
 def scaling_summary(rows: Sequence[LoadRow]) -> list[str]:
-    """Per arm: throughput and mean batch at the most users against the fewest, i.e. what batching bought."""
+    """Per arm: throughput and mean batch at the most users against the fewest (closed loop), i.e. what batching
+    bought."""
     lines = []
     for arm in dict.fromkeys(row.arm for row in rows):
-        steps = sorted((row for row in rows if row.arm == arm and row.requests > row.failures), key=lambda row: row.users)
+        steps = sorted((row for row in rows if row.arm == arm and row.users and row.requests > row.failures),
+                       key=lambda row: row.users)
         if len(steps) < 2 or not steps[0].requests_per_s:
             continue
         first, last = steps[0], steps[-1]

@@ -56,28 +56,31 @@ def parse_arms(text: str | Sequence[str]) -> tuple[str, ...]:
 
 
 def parse_users(text: str) -> tuple[int, ...]:
-    """`1,2,4,8` -> (1, 2, 4, 8): the concurrency steps, each a whole positive number of users."""
+    """`1,2,4,8` -> (1, 2, 4, 8): the closed-loop steps, each a whole positive number of users; `none` (or "") for
+    none."""
+    if not text or text.strip().lower() == "none":
+        return ()
     try:
         steps = tuple(int(part) for part in split_csv(text))
     except ValueError as exc:
-        raise AbqaError(f"--users {text!r}: use whole numbers separated by commas, e.g. 1,2,4,8") from exc
+        raise AbqaError(f"--users {text!r}: use whole numbers separated by commas, e.g. 1,2,4,8 (or none)") from exc
     if not steps or any(step < 1 for step in steps):
-        raise AbqaError(f"--users {text!r}: give at least one step, each >= 1")
+        raise AbqaError(f"--users {text!r}: give at least one step, each >= 1 (or none)")
     return tuple(dict.fromkeys(steps))  # a repeated step would overwrite its own folder
 
 
-def parse_duration(text: str | float | int) -> float:
+def parse_duration(text: str | float | int, *, flag: str = "--duration", allow_zero: bool = False) -> float:
     """`30s`, `30`, `1m30s`, `2m`, `1h` -> seconds (Locust's --run-time forms, plus bare seconds)."""
     if isinstance(text, (int, float)):
         seconds = float(text)
     else:
         match = _DURATION.match(text or "")
         if not match or not any(match.groups()):
-            raise AbqaError(f"--duration {text!r}: use seconds or Locust's forms, e.g. 30s, 1m30s, 2m")
+            raise AbqaError(f"{flag} {text!r}: use seconds or Locust's forms, e.g. 30s, 1m30s, 2m")
         hours, minutes, secs = (float(group or 0) for group in match.groups())
         seconds = hours * 3600 + minutes * 60 + secs
-    if seconds <= 0:
-        raise AbqaError(f"--duration {text!r}: must be more than 0 seconds")
+    if seconds < 0 or (seconds == 0 and not allow_zero):
+        raise AbqaError(f"{flag} {text!r}: must be more than 0 seconds")
     return seconds
 
 

@@ -38,7 +38,7 @@ def pool_dataset(arms: list[str]) -> PoolDataset:
 
 def load_document(rows: list[LoadRow], **fields: Any) -> LoadDocument:
     arms = list(dict.fromkeys(row.arm for row in rows))
-    users = sorted({row.users for row in rows})
+    users = sorted({row.users for row in rows if row.users is not None})
     header: dict[str, Any] = {
         "arms": arms, "users": users, "duration_s": 10.0, "mode": "split", "weights": {arm: 1.0 for arm in arms},
         "url": "http://127.0.0.1:8000", "protocol": "http", "metrics_url": None, "started_at": WHEN,
@@ -46,7 +46,9 @@ def load_document(rows: list[LoadRow], **fields: Any) -> LoadDocument:
         "machine": MACHINE,
     }
     header.update(fields)
-    steps = [StepRecord(users=n, locust_dir=f"locust/users-{n}", exit_code=0) for n in users]
+    by_step = {row.step: row for row in rows}
+    steps = [StepRecord(name=row.step, users=row.users, locust_dir=f"locust/{row.step}", exit_code=0)
+             for row in by_step.values()]
     return LoadDocument.build(header, rows, steps)
 
 

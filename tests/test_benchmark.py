@@ -18,7 +18,7 @@ def test_benchmark_runs_the_whole_pipeline_and_stops_the_server(tmp_path, tiny_c
         "benchmark",
         "--arm", f"bert={tiny_checkpoints['bert']}", "--arm", f"distilbert={tiny_checkpoints['distilbert']}",
         "--model-repository", str(tmp_path / "repo"),
-        "--squad", "builtin", "--sample", "12", "--users", "1,2", "--duration", "3s",
+        "--squad", "builtin", "--sample", "12", "--users", "1,2", "--rate", "5", "--duration", "3s",
         "--no-shared-replay", "--bootstrap", "500", "--out", str(out),
     ])
     printed = capsys.readouterr().out
@@ -31,10 +31,12 @@ def test_benchmark_runs_the_whole_pipeline_and_stops_the_server(tmp_path, tiny_c
     )
     assert len(records) == 24 and all(r["status"] == "ok" and r["latency_ms"] > 0 for r in records)
     load = json.loads((out / "load.json").read_text())
-    assert {(row["arm"], row["users"]) for row in load["rows"]} == {
-        (arm, users) for arm in ("bert", "distilbert") for users in (1, 2)
+    assert {(row["arm"], row["step"]) for row in load["rows"]} == {
+        (arm, step) for arm in ("bert", "distilbert") for step in ("users-1", "users-2", "rate-5")
     }
     assert all(row["requests"] > 0 and row["failures"] == 0 for row in load["rows"])
+    # the answers under load were checked against the evaluation's, in the same run folder
+    assert all(row["answers"]["compared"] > 0 for row in load["rows"])
     report = json.loads((out / "report.json").read_text())
     assert set(report["arms"]) == {"bert", "distilbert"}
     pair = report["tests"].get("bert__vs__distilbert") or report["tests"]["distilbert__vs__bert"]

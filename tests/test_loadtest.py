@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 
 from abqa.core.errors import AbqaError
-from abqa.core.run import LoadDocument, LoadRow, StepRecord
+from abqa.core.run import LoadDocument, LoadRow, RequestRecord, StepRecord
 import run_builders
 from abqa.loadtest import results, traffic
-from abqa.loadtest.pool import ArmTensors, PoolItem, RequestPool, build_items, build_pool
+from abqa.loadtest.pool import (ArmTensors, PoolItem, PoolQuestion, RequestPool, WindowLayout, build_items,
+                                build_pool)
 from abqa.loadtest.server_metrics import (
     ServerSnapshot,
     executions_by_batch_size,
@@ -89,7 +90,8 @@ def test_locust_run_time_never_shortens_a_step():
 def test_parse_users_and_arms():
     assert traffic.parse_users("1, 2,4,8") == (1, 2, 4, 8)
     assert traffic.parse_users("1,2,2,4") == (1, 2, 4)
-    for bad in ("", "0,1", "one"):
+    assert traffic.parse_users("none") == traffic.parse_users("") == ()
+    for bad in ("0,1", "one"):
         with pytest.raises(AbqaError, match="--users"):
             traffic.parse_users(bad)
     assert traffic.parse_arms("distilbert,bert,distilbert") == ("distilbert", "bert")
@@ -206,34 +208,59 @@ def test_executions_by_batch_size_reads_http_and_grpc_json():
     assert executions_by_batch_size({"model_stats": [{"name": "bert"}]}) == {}
 
 
-# --- Locust's CSVs -> rows -> files -------------------------------------------------------------------------------
-
-STATS_CSV = """Type,Name,Request Count,Failure Count,Median Response Time,Average Response Time,Min Response Time,Max Response Time,Average Content Size,Requests/s,Failures/s,50%,66%,75%,80%,90%,95%,98%,99%,99.9%,99.99%,100%
-HTTP,bert,493,0,8,8.04,3.17,15.45,1645.0,123.19,0.0,8,8,9,9,10,11,12,13,15,15,15
-HTTP,distilbert,20,20,1,1.2,0.9,2.2,0.0,8.1,8.1,1,1,1,1,2,2,2,2,2,2,2
-,Aggregated,513,20,8,7.9,0.9,15.45,1603.5,131.3,8.1,8,8,9,9,10,11,12,13,15,15,15
-"""
-FAILURES_CSV = """Method,Name,Error,Occurrences
-HTTP,distilbert,"ConnectionRefusedError(111, 'Connection refused')",18
-HTTP,distilbert,"InferenceServerException('[400] bad input')",2
-"""
+# --- request records -> rows -> files -----------------------------------------------------------------------------
 
 
-def test_rows_from_locust_csvs():
-    stats = results.read_locust_stats(STATS_CSV)
-    failures = results.read_locust_failures(FAILURES_CSV)
-    assert set(stats) == {"bert", "distilbert"}
-    rows = results.rows_for_step(["distilbert", "bert", "idle"], 2, stats, failures, {"bert": {"request_count": 493}})
+def request(arm, sent, latency, *, status="ok", warmup=False, step="users-2", scheduled=None, request_id=None,
+            question="q1", window=0, answer=None, score=None, error=None):
+    return RequestRecord(arm=arm, step=step, request_id=request_id, question_id=question, window=window,
+                         scheduled_at=scheduled, sent_at=sent, latency_ms=latency if status == "ok" else None,
+                         status=status, tokens=100, padded_tokens=128, warmup=warmup,
+                         error=error if status != "ok" else None, answer=answer, answer_score=score)
+
+
+def test_rows_from_request_records():
+    from abqa.loadtest.steps import StepPlan
+
+    step = StepPlan.closed(2, ("distilbert", "bert", "idle"))
+    plan = traffic.TrafficPlan(step.arms, (1.0, 1.0, 1.0))
+    records = [request("bert", 100.0 + i, 10.0 + i) for i in range(30)]
+    records += [request("bert", 99.0, 5000.0, warmup=True)]          # the warm-up is not measured
+    records += [request("distilbert", 100.0 + i, None, status="failed",
+                        error="ConnectionRefusedError: [Errno 111] Connection refused") for i in range(20)]
+    rows = results.rows_for_step(step, plan, records, {"bert": {"request_count": 30}})
     distilbert, bert, idle = rows
-    assert (bert.requests, bert.failures, bert.requests_per_s) == (493, 0, 123.19)
-    assert bert.latency_ms.to_dict() == {"p50": 8.0, "p90": 10.0, "p95": 11.0, "p99": 13.0, "mean": 8.04, "max": 15.45}
-    assert bert.server.request_count == 493 and bert.server.queue_us is None
+    assert (bert.step, bert.users, bert.requests, bert.failures) == ("users-2", 2, 30, 0)
+    # measured from the first measured request (100.0) to the last answer (129.0 + 39 ms)
+    assert bert.requests_per_s == pytest.approx(30 / 29.039, rel=1e-3)
+    assert bert.tokens_per_s == pytest.approx(30 * 100 / 29.039, rel=1e-3)
+    assert bert.padded_tokens_per_s == pytest.approx(30 * 128 / 29.039, rel=1e-3)
+    assert bert.latency_ms.samples == 30 and bert.latency_ms.max == 39.0 and bert.latency_ms.p50 == 24.5
+    assert bert.latency_ms.p99 is None and bert.latency_ms.withheld == {"p99": "n<100"}
+    assert bert.server.request_count == 30 and bert.server.queue_us is None
     # every request failed: no answer latency, the messages with their counts
-    assert distilbert.failures == 20 and all(value is None for value in distilbert.latency_ms.to_dict().values())
-    assert distilbert.failure_messages == {"ConnectionRefusedError(111, 'Connection refused')": 18,
-                                           "InferenceServerException('[400] bad input')": 2}
-    # an arm Locust never reported is a row of zeros, not a missing row
+    assert distilbert.failures == 20 and distilbert.latency_ms.samples == 0 and distilbert.latency_ms.p50 is None
+    assert distilbert.failure_messages == {"ConnectionRefusedError: [Errno 111] Connection refused": 20}
+    # an arm that got no request is a row of zeros, not a missing row
     assert (idle.requests, idle.failures, idle.requests_per_s) == (0, 0, 0.0)
+    assert results.latency_cell(bert, "p99") == "n<100" and results.latency_cell(idle, "p99") == "-"
+
+
+def test_exact_percentiles_on_known_samples():
+    from abqa.loadtest.figures import latency_percentiles, min_samples
+
+    assert [min_samples(p) for p in (50, 90, 95, 99)] == [2, 10, 20, 100]
+    exact = latency_percentiles(list(range(1, 201)))      # 1..200 ms
+    assert exact.samples == 200 and exact.withheld == {}
+    assert (exact.p50, exact.p90, exact.p95, exact.p99) == (100.5, 180.1, 190.05, 198.01)
+    assert exact.max == 200.0 and exact.mean == 100.5
+    # Locust would report 143 ms as 140 and a p99 above the max; these are the values themselves
+    odd = latency_percentiles([143.0] * 99 + [238.4])
+    assert odd.p50 == 143.0 and odd.p99 == pytest.approx(143.0 + 0.01 * 95.4) and odd.p99 <= odd.max == 238.4
+    few = latency_percentiles([5.0] * 19)
+    assert few.p50 == few.p90 == 5.0 and few.p95 is None and few.p99 is None
+    assert few.withheld == {"p95": "n<20", "p99": "n<100"}
+    assert latency_percentiles([]).samples == 0
 
 
 def test_load_document_and_csv(tmp_path):
@@ -252,10 +279,10 @@ def test_load_document_and_csv(tmp_path):
     loaded = json.loads(json_path.read_text())
     assert LoadDocument.read(json_path).rows == rows
     assert loaded["totals"] == {"requests": 280, "failures": 2}
-    assert loaded["steps"][1]["locust_dir"] == "locust/users-2"
+    assert loaded["steps"][1]["locust_dir"] == "locust/users-2" and loaded["rows"][1]["step"] == "users-2"
     table = list(csv.DictReader(io.StringIO(csv_path.read_text())))
-    assert [(r["arm"], r["users"], r["requests"], r["p95_ms"]) for r in table] == [("bert", "1", "100", "55.0"),
-                                                                                   ("bert", "2", "180", "65.0")]
+    assert [(r["arm"], r["step"], r["users"], r["requests"], r["p95_ms"]) for r in table] == [
+        ("bert", "users-1", "1", "100", "55.0"), ("bert", "users-2", "2", "180", "65.0")]
     assert table[1]["server_batch_sizes"] == "1:60 2:59"
     assert table[0]["server_queue_us_per_request"] == "30.0" and table[1]["server_queue_us_per_request"] == ""
     assert json.loads(table[1]["failure_messages"]) == {"ConnectionResetError(104)": 2}
@@ -268,8 +295,8 @@ def test_table_and_scaling_summary():
     rows = [row(1, 10.0, 1.0), row(4, 25.0, 2.5)]
     table = results.format_table(rows, {"bert": True})
     lines = table.splitlines()
-    assert lines[0].split()[:3] == ["arm", "users", "req/s"]
-    assert "bert (stand-in)" in lines[2] and "25.00" in lines[3] and "2.50" in lines[3]
+    assert lines[0].split()[:3] == ["arm", "step", "req/s"]
+    assert "bert (stand-in)" in lines[2] and "users-4" in lines[3] and "25.00" in lines[3] and "2.50" in lines[3]
     (summary,) = results.scaling_summary(rows)
     assert "x2.50" in summary and "1.00 -> 2.50" in summary and "raised throughput" in summary
     assert "did not raise" in results.scaling_summary([row(1, 10.0, 1.0), row(4, 10.2, 1.0)])[0]
@@ -295,32 +322,45 @@ def test_exit_code_is_nonzero_when_anything_failed():
 
 def test_locust_command(tmp_path):
     from abqa.loadtest.runner import LOCUSTFILE, LoadTestOptions, locust_command
+    from abqa.loadtest.steps import StepPlan
 
     options = LoadTestOptions(traffic.TrafficPlan(("distilbert", "bert"), (3.0, 1.0), "split"), (1, 4), 2.5,
-                              tmp_path, endpoint=Endpoint.parse("http://127.0.0.1:9999", "http"))
-    command = locust_command(options, 4, tmp_path / "step", tmp_path / "pool.npz")
+                              tmp_path, endpoint=Endpoint.parse("http://127.0.0.1:9999", "http"), warmup_s=1.0)
+    command = locust_command(options, StepPlan.closed(4, ("distilbert", "bert")), tmp_path / "step",
+                             tmp_path / "pool.npz")
     text = " ".join(command)
     assert str(LOCUSTFILE) in command and LOCUSTFILE.is_file()
-    for expected in ("--headless", "-u 4 -r 4", "-t 3s", "--host http://127.0.0.1:9999", "--weights 3:1",
+    for expected in ("--headless", "-u 4 -r 4", "-t 9s", "--host http://127.0.0.1:9999", "--weights 3:1",
                      "--arms distilbert,bert", "--mode split", f"--pool-file {tmp_path / 'pool.npz'}",
-                     f"--csv {tmp_path / 'step' / 'locust'}", "--html"):
+                     f"--csv {tmp_path / 'step' / 'locust'}", "--html", "--step users-4", "--warmup 1",
+                     f"--requests-file {tmp_path / 'requests.jsonl'}", f"--stop-file {tmp_path / 'step' / 'stop'}"):
+        assert expected in text
+    assert "--rate" not in command and "--processes" not in command
+    # open loop: one scheduler per process; an SLO step sends to its arm alone
+    options = LoadTestOptions(options.plan, (), 2.5, tmp_path, endpoint=options.endpoint, processes=2)
+    text = " ".join(locust_command(options, StepPlan.slo("bert", 6.5), tmp_path / "step", tmp_path / "pool.npz"))
+    for expected in ("-u 2 -r 2", "--rate 6.5 --arrivals poisson", "--arms bert", "--weights 1",
+                     "--step slo-bert-rate-6.5", "--processes 2 --master-bind-host 127.0.0.1"):
         assert expected in text
 
 
 def test_locust_command_paths_are_absolute_because_locust_runs_in_the_step_folder(tmp_path, monkeypatch):
     """`abqa loadtest --out runs/x` (relative) once handed Locust a pool path it could not find from its cwd."""
     from abqa.loadtest.runner import LoadTestOptions, locust_command
+    from abqa.loadtest.steps import StepPlan
 
     monkeypatch.chdir(tmp_path)
     options = LoadTestOptions(traffic.TrafficPlan(("distilbert", "bert"), (1.0, 1.0), "split"), (1,), 1.0,
                               "runs/x", endpoint=Endpoint.parse("http://127.0.0.1:9999", "http"),
                               model_repository="model_repository")
-    command = locust_command(options, 1, "runs/x/locust/users-1", "runs/x/pool.npz")
+    step = StepPlan.closed(1, ("distilbert", "bert"))
+    command = locust_command(options, step, "runs/x/locust/users-1", "runs/x/pool.npz")
     value = {flag: command[index + 1] for index, flag in enumerate(command) if flag.startswith("--")}
     assert value["--pool-file"] == str(tmp_path / "runs/x/pool.npz")
     assert value["--model-repository"] == str(tmp_path / "model_repository")
+    assert value["--requests-file"] == str(tmp_path / "runs/x/requests.jsonl")
     assert value["--csv"].startswith(str(tmp_path / "runs/x/locust/users-1"))
-    assert options.hard_timeout_s > options.duration_s
+    assert options.hard_timeout_s(step) > options.duration_s
 
 
 # --- the request pool ---------------------------------------------------------------------------------------------
@@ -331,9 +371,13 @@ def fake_questions(n):
 
 def fake_encoder(windows_per_arm):
     """arm -> number of windows for every question; arrays encode (question number, window) for checking."""
+    from abqa.core.qa import Window
+
     def encode(arm, question, context):
         number = int(question.split()[-1])
-        return [{"input_ids": np.array([number, window, 0, 0], dtype=np.int64)} for window in range(windows_per_arm[arm])]
+        return [Window({"input_ids": np.array([number, window, 0, 0], dtype=np.int64)}, 2,
+                       np.array([False, True]), np.array([[0, 0], [0, 7]]))
+                for window in range(windows_per_arm[arm])]
     return encode
 
 
@@ -345,11 +389,18 @@ def test_build_items_aligns_arms_and_stops_at_the_size():
         a, b = item.tensors["a"]["input_ids"], item.tensors["b"]["input_ids"]
         assert a.shape == (1, 4)  # one window per request: batch 1
         assert np.array_equal(a, b) and a[0, 0] == int(item.question_id[1:]) and a[0, 1] == item.window
+        assert item.tokens("a") == 2 and item.padded_tokens("a") == 4  # real tokens from the window's layout
     again = build_items(fake_questions(50), ["a", "b"], fake_encoder({"a": 3, "b": 2}), size=20, seed=1)
     assert [(i.question_id, i.window) for i in again] == [(i.question_id, i.window) for i in items]
     other = build_items(fake_questions(50), ["a", "b"], fake_encoder({"a": 3, "b": 2}), size=20, seed=2)
     assert [i.question_id for i in other] != [i.question_id for i in items]
     assert len(build_items(fake_questions(3), ["a"], fake_encoder({"a": 1}), size=20)) == 3
+    # the questions eval.jsonl answered come first (their answers under load can be checked), in the seeded order
+    preferred = build_items(fake_questions(50), ["a", "b"], fake_encoder({"a": 1, "b": 1}), size=5, seed=1,
+                            prefer={"q7", "q30", "q44"})
+    assert {item.question_id for item in preferred[:3]} == {"q7", "q30", "q44"} and len(preferred) == 5
+    seeded = dict.fromkeys(i.question_id for i in again if i.question_id not in {"q7", "q30", "q44"})
+    assert [i.question_id for i in preferred[3:]] == list(seeded)[:2]
     with pytest.raises(AbqaError, match="--pool-size"):
         build_items(fake_questions(3), ["a"], fake_encoder({"a": 1}), size=0)
 
@@ -361,9 +412,16 @@ def test_pool_round_trips_through_its_file(tmp_path):
                                 "b": {"input_ids": np.arange(128, dtype=np.int32).reshape(1, 128)}}),
              PoolItem("q1", 1, {"a": {"input_ids": np.zeros((1, 64), np.int64), "attention_mask": np.zeros((1, 64), np.int64)},
                                 "b": {"input_ids": np.zeros((1, 64), np.int32)}})]
-    pool = RequestPool(arms, items, {"path": "x.json", "questions": 1})
+    items[0].layouts["a"] = WindowLayout(np.array([False, True, True]), np.array([[0, 0], [0, 3], [4, 9]]))
+    questions = {"q1": PoolQuestion("the context", ("the", "context"), None)}
+    pool = RequestPool(arms, items, {"path": "x.json", "questions": 1}, questions)
     loaded = RequestPool.load(pool.save(tmp_path / "pool.npz"))
-    assert loaded.arms == arms and loaded.dataset == pool.dataset
+    assert loaded.arms == arms and loaded.dataset == pool.dataset and loaded.questions == questions
+    assert loaded.windows_per_question() == {"q1": 2}
+    layout = loaded.items[0].layouts["a"]
+    assert layout.length == 3 and layout.context_mask.dtype == bool and layout.offsets.tolist()[2] == [4, 9]
+    assert "b" not in loaded.items[0].layouts  # no layout: its answers cannot be decoded, the rest works
+    assert loaded.items[0].tokens("a") == 3 and loaded.items[1].tokens("a") == 0 and loaded.items[0].tokens("b") == 128
     assert [(i.question_id, i.window) for i in loaded.items] == [("q1", 0), ("q1", 1)]
     assert np.array_equal(loaded.items[0].tensors["b"]["input_ids"], items[0].tensors["b"]["input_ids"])
     assert loaded.items[0].tensors["b"]["input_ids"].dtype == np.int32

@@ -36,6 +36,14 @@ MAX_ANSWER_LENGTH = 30
 # merges requests of identical shape, so a few length buckets keep short inputs cheap and still batch.
 PAD_MULTIPLE = 64
 
+# Each load-test step: a warm-up whose requests are not measured, then windows of LOAD_WINDOW answers per arm until
+# the last three agree within the tolerance (loadtest/steps.py). SQuAD windows of 64 to 384 tokens make one
+# request's latency vary by about 40%, a 30-answer window's mean by about 7%: three of them agree within 20% most
+# of the time once the step is steady.
+LOAD_WARMUP_S = 2.0
+LOAD_WINDOW = 30
+LOAD_TOLERANCE = 0.2
+
 DEFAULT_MODEL_REPOSITORY = Path("model_repository")
 DEFAULT_RUNS_DIR = Path("runs")
 

@@ -12,7 +12,8 @@ whichever file they come from, so runs of different stages compare column by col
     params   arms, arm.<arm>.{kind,standin,source,revision,replay_sha256,onnx_sha256,...}, dataset.{sha256,...},
              seed, order, server.*, qa.*, versions.*, machine.*, load.*, report.*
     metrics  <arm>.{em,f1,em_ci_low,...,latency_p50_ms,...,peak_rss_mb},
-             <arm>.users_<N>.{requests_per_s,latency_p95_ms,...}, <arm>.max_requests_per_s,
+             <arm>.<step>.{requests_per_s,latency_p95_ms,...} (step users_<N>, rate_<R>, ...),
+             <arm>.max_requests_per_s, <arm>.slo_sustained_rate,
              <a>__vs__<b>.{mcnemar_p,em_diff_points,f1_diff_points,latency_ratio_of_medians,...}
 
 A stand-in arm (untrained weights) gets the param `arm.<arm>.standin=true`, the tag `standin.<arm>=true`, the tag
@@ -62,7 +63,7 @@ SERVER_PARAM_KEYS = ("kind", "url", "protocol", "triton_version")
 # arm's summary (latency_p50_ms, failed, ...) keeps its own name.
 EVAL_METRIC_NAMES = {"exact_match": "em"}
 LATENCY_NAMES = ("p50", "p90", "p95", "p99", "mean", "min", "max")
-LOAD_STEP_KEYS = ("requests_per_s", "requests", "failures", "mean_batch_size", "queue_ms_per_request",
+LOAD_STEP_KEYS = ("requests_per_s", "tokens_per_s", "requests", "failures", "mean_batch_size", "queue_ms_per_request",
                   "compute_infer_ms_per_request")
 
 # Which files feed which stage's run. A report already holds the run's provenance and load steps; the
@@ -184,7 +185,8 @@ def eval_metrics(meta: RunMeta) -> dict[str, float]:
 
 def load_params(load: LoadDocument) -> dict[str, str]:
     params: dict[str, str] = {"arms": param_value(load.arms) or ""}
-    _put_params(params, ["load"], load.to_dict(), ("users", "duration_s", "mode", "weights", "url", "protocol"))
+    _put_params(params, ["load"], load.to_dict(), ("users", "rates", "duration_s", "warmup_s", "slo_ms", "mode",
+                                                   "weights", "url", "protocol"))
     _put_params(params, ["load", "dataset"], load.dataset.to_dict(),
                 ("source", "path", "sha256", "version", "questions", "seed", "pool_size", "pool_questions"))
     _put_params(params, [], {"seed": load.dataset.seed})
@@ -195,8 +197,8 @@ def load_params(load: LoadDocument) -> dict[str, str]:
 
 
 def load_step_metrics(arm: str, step: LoadStepReport) -> dict[str, float]:
-    """One arm at one concurrency step."""
-    prefix = (arm, f"users_{step.users}")
+    """One arm at one load step (users_4, rate_8, slo_<arm>_rate_6.5)."""
+    prefix = (arm, step.step.replace("-", "_"))
     metrics: dict[str, float] = {}
     for key in LOAD_STEP_KEYS:
         _put_metric(metrics, metric_key(*prefix, key), getattr(step, key))
@@ -225,6 +227,8 @@ def load_metrics(load: LoadDocument) -> dict[str, float]:
     metrics: dict[str, float] = {}
     for arm, arm_steps in steps.items():
         metrics.update(throughput_metrics(arm, arm_steps))
+    for arm, result in load.slo.items():
+        _put_metric(metrics, metric_key(arm, "slo_sustained_rate"), result.sustained_rate)
     _put_metric(metrics, "load.requests", load.totals.requests)
     _put_metric(metrics, "load.failures", load.totals.failures)
     return metrics

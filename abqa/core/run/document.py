@@ -18,7 +18,7 @@ from abqa.core.errors import AbqaError
 from abqa.core.io import jsonl_line, read_json_file, read_jsonl, write_json_atomic, write_jsonl_atomic
 
 # One number for the whole folder: a change to any file's fields that an older reader would misread bumps it.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 T = TypeVar("T", bound="Record")
 D = TypeVar("D", bound="Document")

@@ -7,7 +7,7 @@
       load.csv        (LoadRow, flat)  abqa loadtest
       requests.jsonl  RequestRecord    abqa loadtest
       pool.npz        request pool     abqa loadtest
-      locust/<step>/  Locust's CSVs, HTML report and log
+      locust/<step>/  Locust's CSVs, HTML report and log (users-4, rate-8, slo-<arm>-rate-6.5)
       report.json     ReportData       abqa report
       report.html, report.md, plots/*.png
 """
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from abqa.core.run.eval import EvalRecord, read_eval_records
-from abqa.core.run.load import LoadDocument
+from abqa.core.run.load import LoadDocument, RequestRecord, read_request_records
 from abqa.core.run.meta import RunMeta
 from abqa.core.run.report import ReportData
 
@@ -99,6 +99,9 @@ class RunFolder:
 
     def read_load(self) -> LoadDocument | None:
         return LoadDocument.read_if_exists(self.load)
+
+    def read_requests(self) -> list[RequestRecord]:
+        return read_request_records(self.requests)
 
     def read_report(self) -> ReportData | None:
         return ReportData.read_if_exists(self.report_json)

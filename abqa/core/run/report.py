@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 from pydantic import field_validator
 
 from abqa.core.run.document import Document, Record
-from abqa.core.run.load import LoadRow
+from abqa.core.run.load import LATENCY_KEYS, LoadRow, StepRecord
 
 StatBlock = dict[str, Any]
 Interval = list[float | None]       # [low, high]
@@ -39,11 +39,21 @@ class Provenance(Record):
 class LoadStepReport(Record):
     """One arm at one load step, with Triton's cumulative times per request in milliseconds."""
 
-    users: int
+    step: str
+    kind: str = "users"                     # users (closed loop) | rate (open loop) | slo (open loop, arm alone)
+    users: int | None = None
+    rate: float | None = None               # the arm's scheduled arrivals per second (open loop)
     requests: int
     failures: int
     requests_per_s: float
+    tokens_per_s: float | None = None
+    padded_tokens_per_s: float | None = None
     latency_ms: dict[str, float | None]
+    samples: int = 0                        # answered requests the latency figures rest on
+    withheld: dict[str, str] = {}           # percentile -> why it is not given ("n<100")
+    answers: StatBlock | None = None        # the AnswerCheck of load.json
+    stable: bool | None = None
+    generator: str | None = None            # "saturated" | "behind" when the load generator was the bottleneck
     server_requests: int | None = None
     queue_ms_per_request: float | None = None
     compute_input_ms_per_request: float | None = None
@@ -56,8 +66,9 @@ class LoadStepReport(Record):
     failure_messages: dict[str, int] = {}
 
     @classmethod
-    def from_row(cls, row: LoadRow) -> "LoadStepReport":
-        """A load.json row with Triton's cumulative times turned into milliseconds per request."""
+    def from_row(cls, row: LoadRow, step: StepRecord | None = None) -> "LoadStepReport":
+        """A load.json row (with its step's record) with Triton's cumulative times turned into milliseconds per
+        request."""
         server = row.server
         requests = server.request_count or 0
 
@@ -74,9 +85,20 @@ class LoadStepReport(Record):
         mean_batch = server.mean_batch_size
         if mean_batch is None and executions:
             mean_batch = sum(int(size) * count for size, count in batch_sizes.items()) / executions
+        latency = row.latency_ms.to_dict()
+        generator = step.generator if step is not None else None
         return cls(
-            users=row.users, requests=row.requests, failures=row.failures, requests_per_s=row.requests_per_s,
-            latency_ms=row.latency_ms.to_dict(), server_requests=server.request_count,
+            step=row.step, kind=step.kind if step is not None else ("users" if row.users else "rate"),
+            users=row.users, rate=row.rate, requests=row.requests, failures=row.failures,
+            requests_per_s=row.requests_per_s, tokens_per_s=row.tokens_per_s,
+            padded_tokens_per_s=row.padded_tokens_per_s,
+            latency_ms={key: latency[key] for key in LATENCY_KEYS}, samples=row.latency_ms.samples,
+            withheld=dict(row.latency_ms.withheld),
+            answers=row.answers.to_dict() if row.answers is not None else None,
+            stable=step.stable if step is not None else None,
+            generator=("saturated" if generator.saturated else "behind" if generator.behind else None)
+            if generator is not None else None,
+            server_requests=server.request_count,
             queue_ms_per_request=per_request_ms("queue"),
             compute_input_ms_per_request=per_request_ms("compute_input"),
             compute_infer_ms_per_request=per_request_ms("compute_infer"),
@@ -166,11 +188,23 @@ class ReportSettingsInfo(Record):
 class LoadFacts(Record):
     mode: str | None = None
     users: list[int] | None = None
+    rates: list[float] | None = None
+    arrivals: str | None = None
     duration_s: float | None = None
+    warmup_s: float | None = None
+    window: int | None = None
+    tolerance: float | None = None
+    processes: int | None = None
     weights: dict[str, float] | None = None
     url: str | None = None
     started_at: str | None = None
     arms: list[str] | None = None
+    slo_ms: float | None = None
+    slo: dict[str, StatBlock] | None = None         # arm -> SloResult
+    paired: list[StatBlock] | None = None           # parallel mode: per step, the per-request latency difference
+    unstable_steps: list[str] | None = None
+    unjudged_steps: list[str] | None = None         # too few answers for three windows
+    generator_flags: dict[str, str] | None = None   # step -> "saturated" | "behind"
 
 
 class ReportData(Document):
