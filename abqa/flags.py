@@ -117,6 +117,18 @@ def add_decision_arguments(group, *, when: str) -> None:
         "stays above -margin is non-inferior; also tested for equivalence (TOST) within +-margin" + when)
 
 
+DECLARED_HELP = " (recorded in meta.json as declared before the data; the report uses it)"
+
+
+def decision_plan(args: argparse.Namespace):
+    """--baseline and --margin as meta.json's DecisionPlan (None when neither is given)."""
+    from abqa.core.run import DecisionPlan
+
+    if args.baseline is None and not args.margin:
+        return None
+    return DecisionPlan(baseline=args.baseline, margins=args.margin or {})
+
+
 def add_cost_argument(group) -> None:
     group.add_argument(
         "--cost-per-hour", type=float, default=None, metavar="PRICE",
