@@ -245,9 +245,9 @@ def noninferiority(inputs: RunInputs, plan: PlanChoice, *, resamples: int, seed:
                 check, None if t_p is None else min(1.0, t_p * m), row["p_value"], NONINFERIORITY_ALPHA),
                 # What "inferior" rests on: H0 "difference >= -margin", adjusted with the same CI.
                 "p_inferior": min(1.0, flip.p_below(delta) * m)}
-        details[candidate] = {"paired_questions": int(ia.size), "accuracy_meaningful": meaningful.get(candidate, True)
-                              and meaningful.get(plan.baseline, True), "resamples": flips[next(iter(flips))].resamples,
-                              "family": m, "metrics": checks}
+        both_meaningful = meaningful.get(candidate, True) and meaningful.get(plan.baseline, True)
+        details[candidate] = {"paired_questions": int(ia.size), "accuracy_meaningful": both_meaningful,
+                              "resamples": resamples, "family": m, "metrics": checks}
     return {"noninferiority": rows, "equivalence": equivalence, "details": details}
 
 

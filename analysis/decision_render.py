@@ -41,23 +41,35 @@ def decision_blocks(data: dict[str, Any]) -> list[Block]:
                                 "difference can be picked to pass.", css="warn"))
     else:
         blocks.append(Paragraph(f"Declared before the data: baseline {decision['baseline']}, margins "
-                                + ", ".join(f"{METRICS[m]} {v:g} points" for m, v in decision["margins"].items())
+                                + ", ".join(f"{METRICS[m]} {_points(v)}" for m, v in decision["margins"].items())
                                 + f" (meta.json, {declared.get('declared_at') or 'time not recorded'})."))
     equivalence = {(row["candidate"], row["metric"]): row for row in data.get("equivalence") or []}
+    candidates = decision.get("candidates") or {}
     rows = []
     for row in data["noninferiority"]:
         tost = equivalence.get((row["candidate"], row["metric"]))
+        check = ((candidates.get(row["candidate"]) or {}).get("metrics") or {}).get(row["metric"]) or {}
+        level = 1 - 2 * NONINFERIORITY_ALPHA / (candidates.get(row["candidate"]) or {}).get("family", 1)
         rows.append([
             f"{row['candidate']} − {row['baseline']}", METRICS[row["metric"]], f"{row['margin']:g}",
-            f"{row['difference']:+.2f}", _interval(row["ci_low"], row["ci_high"]), p_cell(row["p_value"]),
-            row["conclusion"].upper(),
+            f"{row['difference']:+.2f}", f"{_interval(row['ci_low'], row['ci_high'])} ({level:.1%})".replace(".0%", "%"),
+            p_cell(row["p_value"]), p_cell(check.get("p_inferior")), row["conclusion"].upper(),
             (f"{tost['conclusion']} ({tost['confidence']:.0%} CI {_interval(tost['ci_low'], tost['ci_high'])}, "
              f"p {p_cell(tost['p_value'])})") if tost else "–",
         ])
-    blocks.append(Table(["candidate − baseline", "metric", "margin, points", "difference, points", "95% CI",
-                         "one-sided p (H0: ≤ −margin)", "conclusion", "equivalence (TOST)"], rows))
+    blocks.append(Table(["candidate − baseline", "metric", "margin, points", "difference, points", "CI",
+                         "p, H0: worse by ≥ margin", "p, H0: within margin", "conclusion", "equivalence (TOST)"],
+                        rows))
+    blocks.append(Paragraph("Non-inferior when the first p is at most 0.025 (the CI's lower bound above −margin), "
+                            "inferior when the second is (its upper bound below −margin), inconclusive otherwise. "
+                            f"Both p-values and the CI come from the {METHOD}, adjusted together over the "
+                            "candidates (Bonferroni)."))
     blocks += _test_choice_blocks(decision)
     return blocks
+
+
+def _points(value: float) -> str:
+    return f"{value:g} point{'' if value == 1 else 's'}"
 
 
 def _test_choice_blocks(decision: dict[str, Any]) -> list[Block]:
@@ -67,7 +79,7 @@ def _test_choice_blocks(decision: dict[str, Any]) -> list[Block]:
             normality, test = check["normality"], check["test"]
             agree = {True: "reaches the same conclusion", False: "DISAGREES", None: "is not defined here"}[test["agree"]]
             items.append(f"{candidate}, {METRICS[metric]}: the decision rests on the {test['test']} because "
-                         f"{test['why']}. The paired t-test {agree} (one-sided p {format_p(test['paired_t_p'])}). "
+                         f"{test['why']}. The paired t-test {agree} (one-sided {format_p(test['paired_t_p'])}). "
                          f"Differences: {normality['n']:,}, {_share(normality['zero_share'])} zero, skewness "
                          f"{num(normality['skewness'], 2)}, excess kurtosis {num(normality['excess_kurtosis'], 2)}.")
     return [Heading("Which test, and why", 3), Bullets(items)] if items else []

@@ -393,7 +393,7 @@ def layout(data: dict[str, Any], figures: list[str]) -> Document:
         if not test.get("accuracy_meaningful", True):
             blocks.append(Paragraph("A stand-in (untrained weights) is in this pair: the accuracy tests below are "
                                     "computed but mean nothing about the real models.", css="warn"))
-        table = Table(["test", "result", "p", "p (Holm)"], _pair_rows(test) + pair_rows(test))
+        table = Table(["test", "result", "p", "p (Holm)"], pair_rows(test) + _pair_rows(test))
         if len(data["tests"]) == 1:  # one pair: nothing to adjust, the Holm column would repeat p
             table = Table(table.headers[:3], [row[:3] for row in table.rows])
         blocks.append(table)
