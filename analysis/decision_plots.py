@@ -63,9 +63,9 @@ def plot_pareto(data: dict[str, Any], path: Path) -> Path | None:
     colours = arm_colours(list(data["arms"]))
     rows = tradeoff["rows"]
     panels = ([("p95_ms", "f1"), ("throughput", "f1")] if tradeoff["f1_used"] else [("p95_ms", "throughput")])
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels) + 1, 4.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(8.0, 5.2 * len(panels) + 1), 4.8), squeeze=False)
     names = {"p95_ms": "p95 latency per question, ms (lower is better)",
-             "throughput": "sustained throughput, questions/s (higher is better)", "f1": "F1 % (95% CI)"}
+             "throughput": "sustained questions/s (higher is better)", "f1": "F1 % (95% CI)"}
     for ax, (x_key, y_key) in zip(axes[0], panels):
         for row in rows:
             x, x_err = _axis_value(row, x_key)
@@ -82,8 +82,8 @@ def plot_pareto(data: dict[str, Any], path: Path) -> Path | None:
         ax.grid(alpha=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()
     axes[0][0].legend(handles, labels, fontsize=7, loc="best")
-    title = "Trade-off: " + (" and ".join(f"F1 vs {n}" for n in ("p95", "throughput")) if tradeoff["f1_used"]
-                             else f"throughput vs p95 (F1 left out: {tradeoff['f1_left_out']})")
+    title = ("Trade-off: F1 against p95 latency and against throughput" if tradeoff["f1_used"]
+             else f"Trade-off: throughput against p95 latency\n(F1 left out: {tradeoff['f1_left_out']})")
     fig.suptitle(title + "; hollow = dominated", fontsize=10)
     arms = [row["arm"] for row in rows]
     sources = {row["throughput"]["source"] for row in rows if row["throughput"]}

@@ -151,8 +151,8 @@ def where_blocks(data: dict[str, Any]) -> list[Block]:
         return blocks
     blocks.append(Paragraph(f"Questions bucketed by their length as {where['length_from']} tokenised them. Per "
                             "bucket: each arm's F1 on the questions it answered and its median latency; each pair's "
-                            "F1 gap on the questions both answered, with a 95% sign-flip CI (2,000 flips). Stand-ins' "
-                            "F1 is meaningless."))
+                            "F1 gap on the questions both answered, with a 95% sign-flip CI (2,000 flips); pairs with a "
+                            "stand-in get no gap, and a stand-in's F1 is meaningless."))
     for key, title in (("by_tokens", "tokens over the windows"), ("by_windows", "windows per question")):
         rows = []
         for row in where[key]:

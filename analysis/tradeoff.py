@@ -3,9 +3,12 @@ arms no other arm beats on every axis (the Pareto frontier), and the cost per mi
 
 - F1 and its CI: the arm's own (questions it answered).
 - p95 latency and its CI: one question at a time (the evaluation), per question end to end.
-- Sustained throughput: the load test's highest request rate at a step where at most 1% of requests failed, in
-  questions per second: a load-test request is one window, so requests/s is divided by the arm's mean windows per
-  question (from the evaluation). Without a load test, the single-stream rate 1000 / mean latency stands in, named.
+- Sustained throughput: what the arm alone would serve at the load test's concurrency, by Little's law: users /
+  the arm's mean request latency at that step, the highest over the steps where at most 1% of its requests failed.
+  The measured requests/s is not it: the users share their requests among the arms (split mode) or send each to
+  all of them (parallel), so every arm's rate follows the slowest. A load-test request is one window, so the rate is
+  divided by the arm's mean windows per question (from the evaluation) to give questions per second. Without a
+  load test, the single-stream rate 1000 / mean latency stands in, named.
 - Cost per million questions: --cost-per-hour / (questions per second x 3600) x 10^6, for one serving machine.
 
 An arm is dominated when another is at least as good on every axis both have (higher F1, lower p95, higher
@@ -24,11 +27,17 @@ from abqa.analysis.inputs import RunInputs
 MAX_FAILURE_SHARE = 0.01
 
 
+def _capacity(step: dict[str, Any]) -> float | None:
+    """Little's law: requests in flight (the users) / time per request."""
+    mean_ms = (step.get("latency_ms") or {}).get("mean")
+    return step["users"] / (mean_ms / 1000.0) if mean_ms else None
+
+
 def sustained_step(steps: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The load step with the highest request rate among those with at most 1% failed requests."""
-    healthy = [step for step in steps or [] if step["requests"] and step["failures"] / step["requests"]
-               <= MAX_FAILURE_SHARE]
-    return max(healthy, key=lambda step: step["requests_per_s"]) if healthy else None
+    """The load step with the highest Little's-law rate among those with at most 1% failed requests."""
+    healthy = [step for step in steps or [] if step["requests"] and _capacity(step)
+               and step["failures"] / step["requests"] <= MAX_FAILURE_SHARE]
+    return max(healthy, key=_capacity) if healthy else None
 
 
 def _mean_windows(inputs: RunInputs, arm: str) -> float | None:
@@ -43,9 +52,10 @@ def _throughput(arm: str, summary: dict[str, Any], inputs: RunInputs) -> dict[st
     windows = _mean_windows(inputs, arm)
     if step is not None:
         per_question = windows or 1.0
-        return {"questions_per_s": step["requests_per_s"] / per_question, "requests_per_s": step["requests_per_s"],
+        return {"questions_per_s": _capacity(step) / per_question, "requests_per_s": step["requests_per_s"],
                 "users": step["users"], "windows_per_question": windows,
-                "source": f"load test, {step['users']} users" + ("" if windows else " (1 window per question assumed)")}
+                "source": f"load test, {step['users']} users / mean latency"
+                          + ("" if windows else " (1 window per question assumed)")}
     latency = summary.get("latency_ms") or {}
     if latency.get("mean"):
         return {"questions_per_s": 1000.0 / latency["mean"], "requests_per_s": None, "users": 1,

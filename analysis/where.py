@@ -50,7 +50,9 @@ def _length_source(inputs: RunInputs, baseline: str | None) -> str | None:
 
 
 def _pairs(data: dict[str, Any], baseline: str | None) -> list[tuple[str, str]]:
-    pairs = [(test["arm_a"], test["arm_b"]) for test in data["tests"].values() if not test.get("error")]
+    # A stand-in's F1 means nothing, nor does a gap to it: only pairs with meaningful accuracy get gaps.
+    pairs = [(test["arm_a"], test["arm_b"]) for test in data["tests"].values()
+             if not test.get("error") and test.get("accuracy_meaningful", True)]
     if baseline is not None:
         pairs = [(a, b) for a, b in pairs if b == baseline]
     return pairs

@@ -301,10 +301,12 @@ def test_where_the_difference_lives_by_length_with_a_fitted_line(tmp_path):
     assert "## Where the difference lives" in report.paths.markdown.read_text()
 
 
-def load_rows(arm: str, rates: list[float], failures: list[int]) -> list[LoadRow]:
-    return [LoadRow(arm=arm, users=users, requests=int(rate * 10), failures=failed, requests_per_s=rate,
-                    latency_ms={"p50": 10.0, "p90": 12.0, "p95": 13.0, "p99": 15.0, "mean": 11.0, "max": 20.0})
-            for users, rate, failed in zip((1, 2, 4), rates, failures)]
+def load_rows(arm: str, mean_ms: list[float], failures: list[int]) -> list[LoadRow]:
+    """A split-mode sweep: every arm gets the same request rate (the users share their requests), whatever its
+    speed; what tells the arms apart is their latency at each concurrency."""
+    return [LoadRow(arm=arm, users=users, requests=100, failures=failed, requests_per_s=10.0,
+                    latency_ms={"p50": ms, "p90": ms, "p95": ms, "p99": ms, "mean": ms, "max": ms})
+            for users, ms, failed in zip((1, 2, 4), mean_ms, failures)]
 
 
 def test_tradeoff_names_dominated_arms_and_prices_a_million_questions(tmp_path):
@@ -316,17 +318,19 @@ def test_tradeoff_names_dominated_arms_and_prices_a_million_questions(tmp_path):
     for arm, (f1, ms) in arms.items():
         body += records(arm, np.clip(rng.normal(f1, 0.05, n), 0, 0.99), latency=rng.lognormal(np.log(ms), 0.2, n),
                         tokens=tokens)
-    rows = (load_rows("bert", [20, 30, 40], [0, 0, 100]) + load_rows("distilbert", [40, 60, 80], [0, 0, 0])
-            + load_rows("slowpoke", [10, 15, 20], [0, 0, 0]))
+    rows = (load_rows("bert", [50, 66.7, 80], [0, 0, 50]) + load_rows("distilbert", [25, 33.3, 50], [0, 0, 0])
+            + load_rows("slowpoke", [100, 133.3, 200], [0, 0, 0]))
     run = write_run(tmp_path / "tradeoff", body, {arm: served() for arm in arms}, load_rows=rows)
     report = build_report(run, n_resamples=500, cost_per_hour=3.6)
     tradeoff = report.data["tradeoff"]
     by_arm = {row["arm"]: row for row in tradeoff["rows"]}
     assert by_arm["slowpoke"]["dominated_by"] == ["bert", "distilbert"]
     assert by_arm["bert"]["dominated_by"] == [] and by_arm["distilbert"]["dominated_by"] == []
-    # bert's 4-user step failed 100 of 400 requests: its sustained rate is the 2-user step's, 30 windows/s.
-    assert by_arm["bert"]["throughput"]["questions_per_s"] == pytest.approx(30 / 2)
-    assert by_arm["bert"]["cost_per_million"] == pytest.approx(3.6 / (15 * 3600) * 1e6)
+    # bert's 4-user step failed half its requests: its sustained rate is the 2-user step's, 2 users / 66.7 ms = 30
+    # windows/s, 15 questions/s at 2 windows a question (not 50 from the failing step, nor the 10 measured).
+    assert by_arm["bert"]["throughput"]["questions_per_s"] == pytest.approx(15, rel=0.01)
+    assert by_arm["distilbert"]["throughput"]["questions_per_s"] == pytest.approx(40, rel=0.01)
+    assert by_arm["bert"]["cost_per_million"] == pytest.approx(3.6 / (15 * 3600) * 1e6, rel=0.01)
     assert "pareto" in report.paths.plots
     assert any(line.startswith("Trade-off (F1, p95 latency, sustained throughput): slowpoke is dominated by bert, "
                                "distilbert") for line in report.verdict)
