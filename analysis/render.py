@@ -168,7 +168,8 @@ def _pair_rows(test: dict[str, Any]) -> list[list[str]]:
         ratio, log_t = latency["ratio_of_medians"], latency["log_t"]
         rows += [
             [f"latency: ratio of medians ({a} / {b})",
-             f"{with_ci(ratio['value'], ratio['ci'], 3)} (paired bootstrap 95% CI); medians "
+             f"{with_ci(ratio['value'], ratio['ci'], 3)} (paired block bootstrap 95% CI, blocks of "
+             f"{latency.get('block_length', 1)}); medians "
              f"{num(latency['median_a_ms'])} vs {num(latency['median_b_ms'])} ms over "
              f"{latency['paired_questions']:,} questions", "", ""],
             ["latency: paired t on log latency",
@@ -185,7 +186,7 @@ def _pair_rows(test: dict[str, Any]) -> list[list[str]]:
     power = test["power"]
     rows += [
         ["effect sizes", effect, "", ""],
-        [f"smallest detectable difference (power {power['power']:.0%}, alpha {power['alpha']})",
+        [f"smallest detectable difference (power {power['power']:.0%}, alpha {power['alpha']:.3g})",
          f"F1 {num(power['mde_f1_points'], 2)} points, EM {num(power['mde_em_points'], 2)} points "
          f"with {power['n']:,} paired questions", "", ""],
     ]

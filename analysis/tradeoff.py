@@ -54,7 +54,7 @@ def _throughput(arm: str, summary: dict[str, Any], inputs: RunInputs) -> dict[st
         per_question = windows or 1.0
         return {"questions_per_s": _capacity(step) / per_question, "requests_per_s": step["requests_per_s"],
                 "users": step["users"], "windows_per_question": windows,
-                "source": f"load test, {step['users']} users / mean latency"
+                "source": f"load test, {step['users']} user{'' if step['users'] == 1 else 's'} / mean latency"
                           + ("" if windows else " (1 window per question assumed)")}
     latency = summary.get("latency_ms") or {}
     if latency.get("mean"):
