@@ -32,6 +32,12 @@ def decision_blocks(data: dict[str, Any]) -> list[Block]:
             "`abqa benchmark` (`--baseline bert --margin f1=1.0,em=1.5`, recorded in meta.json), or give them to "
             "`abqa report` (marked as chosen after the data).", css="warn"))
         return blocks
+    standins = [candidate for candidate, detail in (decision.get("candidates") or {}).items()
+                if detail.get("accuracy_meaningful") is False]
+    if standins:
+        blocks.append(Paragraph(f"STAND-INS: {', '.join(standins)} (or the baseline) have untrained weights, so these "
+                                "accuracy decisions are meaningless about the real models; only a variant's agreement "
+                                "with its base says something.", css="warn"))
     declared = decision.get("declared")
     if decision.get("chosen_after_data"):
         before = (f"meta.json declared baseline {declared.get('baseline')} and margins {declared.get('margins')}"
