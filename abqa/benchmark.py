@@ -15,8 +15,10 @@ from datetime import datetime
 from pathlib import Path
 
 from abqa.core.config import DEFAULT_ARMS_V2, DEFAULT_RUNS_DIR, shared_data_dir
-from abqa.flags import (add_load_arguments, add_mlflow_argument, add_order_argument, add_replay_argument,
-                        add_sample_argument, add_squad_argument, add_squad_rules_arguments, add_threads_argument)
+from abqa.core.run import DecisionPlan
+from abqa.flags import (DECLARED_HELP, add_cost_argument, add_decision_arguments, add_load_arguments,
+                        add_mlflow_argument, add_order_argument, add_replay_argument, add_sample_argument,
+                        add_squad_argument, add_squad_rules_arguments, add_threads_argument, decision_plan)
 from abqa.core.scoring import squad_rule
 from abqa.triton.endpoint import Endpoint
 
@@ -73,6 +75,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_replay_argument(evaluate)
     evaluate.add_argument("--no-shared-replay", action="store_true",
                           help="skip the replay of the shared real BERT/DistilBERT predictions")
+    add_decision_arguments(parser.add_argument_group("decision"), when=DECLARED_HELP + "; the shared replay gets "
+                           "them too, the baseline as its replayed arm of the same model (bert -> bert-finetuned)")
     load = parser.add_argument_group("load test")
     add_load_arguments(load, users=DEFAULT_USERS, duration=DEFAULT_DURATION, rate=DEFAULT_RATE)
     load.add_argument("--skip-load", action="store_true", help="no load test")
@@ -80,6 +84,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     out = parser.add_argument_group("output")
     out.add_argument("--out", type=Path, default=None, help="run folder (default: runs/benchmark-<date>-<time>)")
     out.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples for the report")
+    add_cost_argument(out)
     add_mlflow_argument(out)
     parser.set_defaults(run=run)
 
@@ -133,7 +138,7 @@ def run_benchmark(args: argparse.Namespace) -> BenchmarkResult:
             print("== 4/5 load test", flush=True)
             exit_code |= _loadtest(args, run_dir, served_arms, server.http)
     print("== 5/5 report", flush=True)
-    report_html = _report(run_dir, args.bootstrap)
+    report_html = _report(run_dir, args.bootstrap, args.cost_per_hour)
     replay_html = None if args.no_shared_replay else _shared_replay(args, run_dir)
     return BenchmarkResult(run_dir, report_html, replay_html, exit_code)
 
@@ -179,7 +184,7 @@ def _evaluate(args: argparse.Namespace, run_dir: Path, arms: list[str], endpoint
         out=run_dir, squad=args.squad, sample=args.sample or None, seed=args.seed, arms=arms,
         replays=[parse_replay_spec(text) for text in args.replay], url=endpoint.url, protocol=endpoint.protocol,
         order=args.order, model_repository=args.model_repository,
-        version=args.squad_version, null_threshold=args.null_threshold,
+        version=args.squad_version, null_threshold=args.null_threshold, decision=decision_plan(args),
     )
     result = run_evaluation(options)
     print_result(result)
@@ -199,10 +204,10 @@ def _loadtest(args: argparse.Namespace, run_dir: Path, arms: list[str], endpoint
     return run_loadtest(options).exit_code
 
 
-def _report(run_dir: Path, bootstrap: int | None) -> Path:
+def _report(run_dir: Path, bootstrap: int | None, cost_per_hour: float | None = None) -> Path:
     from abqa.analysis.report import build_report
 
-    report = build_report(run_dir, **({"n_resamples": bootstrap} if bootstrap else {}))
+    report = build_report(run_dir, cost_per_hour=cost_per_hour, **({"n_resamples": bootstrap} if bootstrap else {}))
     for line in report.verdict:
         print(f"   {line}")
     return report.paths.html
@@ -221,5 +226,21 @@ def _shared_replay(args: argparse.Namespace, run_dir: Path) -> Path | None:
         return None
     print("== replay: the real fine-tuned BERT / DistilBERT predictions on the full SQuAD v1.1 dev set", flush=True)
     replay_dir = run_dir / "replay-shared"
-    run_evaluation(EvalOptions(out=replay_dir, squad="shared", replays=list(files.items()), seed=args.seed))
+    run_evaluation(EvalOptions(out=replay_dir, squad="shared", replays=list(files.items()), seed=args.seed,
+                               decision=replay_decision(decision_plan(args))))
     return _report(replay_dir, args.bootstrap)
+
+
+def replay_decision(plan: DecisionPlan | None) -> DecisionPlan | None:
+    """The benchmark's declared plan for the shared replay, whose arms are named <model>-finetuned: the baseline
+    becomes the replayed arm of its model (bert -> bert-finetuned, bert-int8 -> bert-finetuned); None when no
+    replayed arm is of the baseline's model (the replay then has no declared decision)."""
+    if plan is None or plan.baseline is None:
+        return plan
+    for arm in SHARED_REPLAY_PAIR:
+        model = arm.removesuffix("-finetuned")
+        if plan.baseline == model or plan.baseline.startswith(f"{model}-"):
+            return plan.model_copy(update={"baseline": arm})
+    log.warning("--baseline %s: the shared replay has no arm of that model (%s); its report has no declared decision",
+                plan.baseline, ", ".join(SHARED_REPLAY_PAIR))
+    return None

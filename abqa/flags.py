@@ -109,6 +109,60 @@ def add_threads_argument(group) -> None:
                        "the cores)")
 
 
+MARGIN_METRICS = ("f1", "em")
+
+
+def margins_argument(text: str) -> dict[str, float]:
+    """`f1=1.0,em=1.5` -> {"f1": 1.0, "em": 1.5}: per metric, points a candidate may lose and still ship."""
+    margins: dict[str, float] = {}
+    for part in filter(None, (piece.strip() for piece in text.split(","))):
+        metric, equals, value = part.partition("=")
+        metric = metric.strip().lower()
+        if not equals or metric not in MARGIN_METRICS:
+            raise argparse.ArgumentTypeError(
+                f"{part!r}: write METRIC=POINTS with METRIC one of {', '.join(MARGIN_METRICS)}, e.g. f1=1.0,em=1.5")
+        try:
+            points = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{part!r}: {value!r} is not a number of points") from None
+        if not 0 < points < 100:
+            raise argparse.ArgumentTypeError(f"{part!r}: a margin is a positive number of points below 100")
+        margins[metric] = points
+    if not margins:
+        raise argparse.ArgumentTypeError("no margin given: write METRIC=POINTS, e.g. f1=1.0")
+    return margins
+
+
+def add_decision_arguments(group, *, when: str) -> None:
+    """--baseline and --margin: the shipping question (is each candidate at most M points below the baseline?)."""
+    group.add_argument(
+        "--baseline", default=None, metavar="ARM",
+        help="the arm every other arm is a candidate against (differences are candidate - baseline)" + when)
+    group.add_argument(
+        "--margin", type=margins_argument, default=None, metavar="METRIC=POINTS,...",
+        help="non-inferiority margins in points, e.g. f1=1.0,em=1.5: a candidate whose 95%% CI of the difference "
+        "stays above -margin is non-inferior; also tested for equivalence (TOST) within +-margin" + when)
+
+
+DECLARED_HELP = " (recorded in meta.json as declared before the data; the report uses it)"
+
+
+def decision_plan(args: argparse.Namespace):
+    """--baseline and --margin as meta.json's DecisionPlan (None when neither is given)."""
+    from abqa.core.run import DecisionPlan
+
+    if args.baseline is None and not args.margin:
+        return None
+    return DecisionPlan(baseline=args.baseline, margins=args.margin or {})
+
+
+def add_cost_argument(group) -> None:
+    group.add_argument(
+        "--cost-per-hour", type=float, default=None, metavar="PRICE",
+        help="what one serving machine costs per hour (any currency): the report's trade-off adds the cost per "
+        "million questions of each arm at its sustained throughput")
+
+
 def add_mlflow_argument(parser) -> None:
     """`--mlflow [URI]`, the same on every stage that logs."""
     from abqa.integrations.mlflow_tracking import ARTIFACTS_DIRNAME, DEFAULT_EXPERIMENT, DEFAULT_TRACKING_URI

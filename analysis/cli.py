@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from abqa.analysis.stats import DEFAULT_RESAMPLES, DEFAULT_SEED
-from abqa.flags import add_mlflow_argument
+from abqa.flags import add_cost_argument, add_decision_arguments, add_mlflow_argument
 
 
 def register(subparsers) -> None:
@@ -19,6 +19,9 @@ def register(subparsers) -> None:
     parser.add_argument("--bootstrap", type=_positive_int, default=DEFAULT_RESAMPLES, metavar="N",
                         help=f"bootstrap resamples for every confidence interval (default {DEFAULT_RESAMPLES:,})")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"bootstrap seed (default {DEFAULT_SEED})")
+    add_decision_arguments(parser, when=" (default: as declared in meta.json; one given here that differs is "
+                           "marked as chosen after the data)")
+    add_cost_argument(parser)
     add_mlflow_argument(parser)
     parser.set_defaults(run=run)
 
@@ -34,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
     from abqa.analysis.report import build_report
     from abqa.integrations.mlflow_tracking import track_stage
 
-    report = build_report(args.run_dir, n_resamples=args.bootstrap, seed=args.seed)
+    report = build_report(args.run_dir, n_resamples=args.bootstrap, seed=args.seed, baseline=args.baseline,
+                          margins=args.margin, cost_per_hour=args.cost_per_hour)
     for line in report.verdict:
         print(line)
     print()

@@ -1,9 +1,10 @@
 """Read a run folder (eval.jsonl, meta.json, load.json: whichever exist) into arrays the statistics can use.
 
 This is the reading edge of the analysis stage; everything after it is pure. The files are read through their
-typed models (`abqa.core.run`). Failed and missing answers count as wrong (EM 0, F1 0) and carry no latency;
-unscored answers (routed requests with nothing to score against) carry latency and no accuracy; the counts are kept
-so the report can say how many.
+typed models (`abqa.core.run`). Failed and missing answers are no answers: they stay out of accuracy (which is
+measured on the answers given, `answered_ok`) and of latency, and the report compares how often each arm fails on
+its own; unscored answers (routed requests with nothing to score against) carry latency and no accuracy; the counts
+are kept so the report can say how many.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ class ArmAnswers:
     f1: np.ndarray                   # 0..1 per question; failed/missing answers are 0; NaN where unscored
     latency_ms: np.ndarray           # NaN where there is none (replayed, failed or missing)
     status: list[EvalStatus]
+    predictions: list[str | None] = field(default_factory=list)  # the answer texts (agreement between arms)
+    started_at: list[str] = field(default_factory=list)         # when the arm started each question (time order)
+    tokens: np.ndarray | None = None                             # tokens over the windows; NaN where unknown
+    windows: np.ndarray | None = None                            # context windows sent; NaN where unknown
     duplicates: int = 0              # extra records for an id already seen (the last one is used)
     errors: dict[str, int] = field(default_factory=dict)  # error message -> count, for failed answers
     languages: list[str | None] = field(default_factory=list)  # per question (multilingual runs); else empty
@@ -49,8 +54,17 @@ class ArmAnswers:
         return np.array([status is not EvalStatus.UNSCORED for status in self.status], dtype=bool)
 
     def scored(self) -> "ArmAnswers":
-        """The answers that count toward accuracy (every one but the unscored), in the same order."""
-        mask = self.scored_mask
+        """The questions the arm was asked to answer and be scored on (every one but the unscored), answered or not:
+        the base of the failure rate."""
+        return self.subset(self.scored_mask)
+
+    def answered_ok(self) -> "ArmAnswers":
+        """The answers that count toward accuracy: those given (status ok); failed and missing ones are compared
+        apart, as a failure rate."""
+        return self.subset(np.array([status is EvalStatus.OK for status in self.status], dtype=bool))
+
+    def subset(self, mask: np.ndarray) -> "ArmAnswers":
+        """The answers where `mask` is true, every column kept aligned (self when it keeps everything)."""
         if mask.all():
             return self
         keep = np.flatnonzero(mask)
@@ -58,9 +72,14 @@ class ArmAnswers:
         def pick(values):
             return None if values is None else values[keep]
 
+        def pick_list(values: list) -> list:
+            return [values[i] for i in keep] if values else []
+
         return replace(self, ids=[self.ids[i] for i in keep], em=self.em[keep], f1=self.f1[keep],
                        latency_ms=self.latency_ms[keep], status=[self.status[i] for i in keep],
-                       languages=[self.languages[i] for i in keep] if self.languages else [],
+                       predictions=pick_list(self.predictions), started_at=pick_list(self.started_at),
+                       tokens=pick(self.tokens), windows=pick(self.windows),
+                       languages=pick_list(self.languages),
                        has_answer=pick(self.has_answer), answered=pick(self.answered),
                        null_score_diff=pick(self.null_score_diff))
 
@@ -73,6 +92,34 @@ class ArmAnswers:
 
     def valid_latency(self) -> np.ndarray:
         return self.latency_ms[np.isfinite(self.latency_ms)]
+
+    def time_order(self) -> np.ndarray:
+        """Positions in the order the arm started the questions (`started_at`); file order where it cannot tell."""
+        return time_order(self.started_at) if len(self.started_at) == self.n else np.arange(self.n)
+
+
+def time_order(started_at: list[str]) -> np.ndarray:
+    """A stable argsort of ISO 8601 times; file order when any of them does not parse."""
+    from datetime import datetime
+
+    try:
+        stamps = [datetime.fromisoformat(text).timestamp() for text in started_at]
+    except (TypeError, ValueError):
+        return np.arange(len(started_at))
+    return np.argsort(np.array(stamps, dtype=float), kind="stable")
+
+
+def pair_positions(a: ArmAnswers, b: ArmAnswers) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Positions of the ids both arms have (in a's order), and how many ids only one of them has."""
+    position_b = {question: i for i, question in enumerate(b.ids)}
+    index_a, index_b = [], []
+    for i, question in enumerate(a.ids):
+        j = position_b.get(question)
+        if j is not None:
+            index_a.append(i)
+            index_b.append(j)
+    paired = len(index_a)
+    return np.array(index_a, dtype=int), np.array(index_b, dtype=int), a.n - paired, b.n - paired
 
 
 @dataclass
@@ -130,6 +177,9 @@ def answers_from_records(records: list[EvalRecord]) -> dict[str, ArmAnswers]:
         answers[arm] = ArmAnswers(
             arm=arm, ids=[r.id for r in rows], em=em.astype(float), f1=f1.astype(float),
             latency_ms=latency.astype(float), status=[r.status for r in rows],
+            predictions=[r.prediction for r in rows], started_at=[r.started_at for r in rows],
+            tokens=np.array([_number_or_nan(r.tokens) for r in rows], dtype=float),
+            windows=np.array([_number_or_nan(r.windows) for r in rows], dtype=float),
             duplicates=duplicates.get(arm, 0), errors=errors,
             languages=[r.language for r in rows] if any(r.language for r in rows) else [],
             **squad_v2_columns(rows),

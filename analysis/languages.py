@@ -1,9 +1,10 @@
 """Per-language results of a multilingual run (`--squad xquad.de,xquad.zh,...`): pure, report data out.
 
 Each language is its own subset of questions: EM and F1 per arm with bootstrap CIs, and every pair of arms
-compared with the same tests as the whole run (`summary.compare_pair`: McNemar, paired t, Wilcoxon, paired
-bootstrap, latency ratio), on the questions of that language only. The p-values are Holm-adjusted over every
-(language, pair) within each test family, since a reader scans all languages for a difference.
+compared with the same tests as the whole run (`summary.compare_pair`: the sign-flip test, McNemar, paired t,
+Wilcoxon, paired bootstrap, latency ratio), on the questions of that language only. The tables' p-values are
+Holm-adjusted over every (language, pair) within each test family, since a reader scans all languages for a
+difference; the verdict's sign-flip CI and p are Bonferroni-adjusted together over the same family.
 A run whose records carry no language (a SQuAD v1.1 run) has no per-language section: `language_report` is None.
 """
 
@@ -51,8 +52,10 @@ def _accuracy(answers: ArmAnswers, settings: ReportSettings) -> dict[str, Any]:
     block: dict[str, Any] = {"questions": answers.n, "ok": answers.count("ok"), "failed": answers.count("failed"),
                              "missing": answers.count("missing"), "em": None, "em_ci": [None, None], "f1": None,
                              "f1_ci": [None, None], "latency_p50_ms": None}
+    answered = answers.answered_ok()
+    if answered.n:
+        block.update(stats.accuracy_percent(answered.em, answered.f1, **settings.bootstrap))
     if answers.n:
-        block.update(stats.accuracy_percent(answers.em, answers.f1, **settings.bootstrap))
         latency = answers.valid_latency()
         block["latency_p50_ms"] = float(np.median(latency)) if latency.size else None
     return block
@@ -70,12 +73,13 @@ def language_report(inputs: RunInputs, arms: dict[str, Any], settings: ReportSet
     parts = {part.language: part for part in _language_parts(inputs)}
     per_language: dict[str, Any] = {}
     flat_tests: dict[str, dict[str, Any]] = {}
+    family = len(languages) * len(answered) * (len(answered) - 1) // 2
     for language in languages:
         subsets = {arm: answers_in_language(inputs.answers[arm], language) for arm in answered}
         tests = {}
         for i, a in enumerate(answered):
             for b in answered[i + 1:]:
-                test = compare_pair(subsets[a], subsets[b], settings)
+                test = compare_pair(subsets[a], subsets[b], settings, family=max(1, family))
                 test["accuracy_meaningful"] = (arms[a]["accuracy_meaningful"] and arms[b]["accuracy_meaningful"])
                 tests[pair_key(a, b)] = test
                 flat_tests[f"{language}{ID_SEPARATOR}{pair_key(a, b)}"] = test
@@ -104,12 +108,14 @@ def language_notes(report: dict[str, Any]) -> list[str]:
 
 
 def language_verdict(report: dict[str, Any], arms: dict[str, Any]) -> list[str]:
-    """One line per pair: the F1 difference in each language (Holm-adjusted p), or why accuracy is not compared."""
+    """One line per pair: the F1 difference in each language (sign-flip CI and p, adjusted together), or why accuracy
+    is not compared."""
     lines = []
     pairs = list(next(iter(report["per_language"].values()))["tests"])
     for key in pairs:
         parts = []
         a = b = None
+        family = 1
         for language in report["languages"]:
             test = report["per_language"][language]["tests"].get(key)
             if test is None:
@@ -118,17 +124,22 @@ def language_verdict(report: dict[str, Any], arms: dict[str, Any]) -> list[str]:
             if test.get("error"):
                 parts.append(f"{language}: {test['error']}")
                 continue
-            diff, p = test["f1_diff"], test["paired_t_f1"].get("p_value_holm", test["paired_t_f1"]["p_value"])
-            low, high = diff["ci"]
+            # The CI and p of one procedure, adjusted together (as the run's pair lines).
+            flip = test["signflip"]["f1"]
+            family = flip["family"]
+            low, high = flip["ci_adjusted"]
             ci = f" [{low:+.1f}, {high:+.1f}]" if low is not None and high is not None else ""
-            p_text = "p not defined" if p is None else ("p < 0.001" if p < 0.001 else f"p = {p:.3f}")
-            parts.append(f"{language} {diff['value']:+.1f}{ci} ({p_text}, {test['paired_questions']} questions)")
+            p = flip["p_value_adjusted"]
+            p_text = "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+            parts.append(f"{language} {flip['difference']:+.1f}{ci} ({p_text}, {test['paired_questions']} questions)")
         if a is None:
             continue
         if not (arms[a]["accuracy_meaningful"] and arms[b]["accuracy_meaningful"]):
             lines.append(f"Per language, {a} vs {b}: accuracy not compared (stand-in weights, EM/F1 meaningless); "
                          "the per-language tables show latency and counts.")
             continue
-        lines.append(f"Per language, F1 difference {a} − {b} in points, 95% CI, paired t Holm-adjusted: "
-                     + "; ".join(parts) + ".")
+        level = f"{1 - 0.05 / family:.1%}".replace(".0%", "%") if family > 1 else "95%"
+        adjusted = f", Bonferroni over {family} (language, pair) comparisons" if family > 1 else ""
+        lines.append(f"Per language, F1 difference {a} − {b} in points, {level} CI (sign-flip permutation test"
+                     f"{adjusted}): " + "; ".join(parts) + ".")
     return lines

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import html
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,7 +160,7 @@ def _pair_rows(test: dict[str, Any]) -> list[list[str]]:
         [f"EM difference ({a} − {b}), points", with_ci(test["em_diff"]["value"], test["em_diff"]["ci"], 2)
          + " (paired bootstrap 95% CI)", "", ""],
         ["F1: paired t-test", f"mean difference {with_ci(t['mean_diff_points'], t['ci_points'], 2)} points; "
-         f"t({t['df']}) = {num(t['statistic'], 3)}", p_cell(t["p_value"]), p_cell(t.get("p_value_holm"))],
+         f"t({t['df']}) = {_t_statistic(t)}", p_cell(t["p_value"]), p_cell(t.get("p_value_holm"))],
         ["F1: Wilcoxon signed-rank", f"W = {num(w['statistic'], 1)} over {w['nonzero']:,} non-zero differences",
          p_cell(w["p_value"]), p_cell(w.get("p_value_holm"))],
         [f"F1 difference ({a} − {b}), points", with_ci(test["f1_diff"]["value"], test["f1_diff"]["ci"], 2)
@@ -172,7 +171,8 @@ def _pair_rows(test: dict[str, Any]) -> list[list[str]]:
         ratio, log_t = latency["ratio_of_medians"], latency["log_t"]
         rows += [
             [f"latency: ratio of medians ({a} / {b})",
-             f"{with_ci(ratio['value'], ratio['ci'], 3)} (paired bootstrap 95% CI); medians "
+             f"{with_ci(ratio['value'], ratio['ci'], 3)} (paired block bootstrap 95% CI, blocks of "
+             f"{latency.get('block_length', 1)}); medians "
              f"{num(latency['median_a_ms'])} vs {num(latency['median_b_ms'])} ms over "
              f"{latency['paired_questions']:,} questions", "", ""],
             ["latency: paired t on log latency",
@@ -189,11 +189,18 @@ def _pair_rows(test: dict[str, Any]) -> list[list[str]]:
     power = test["power"]
     rows += [
         ["effect sizes", effect, "", ""],
-        [f"smallest detectable difference (power {power['power']:.0%}, alpha {power['alpha']})",
+        [f"smallest detectable difference (power {power['power']:.0%}, alpha {power['alpha']:.3g})",
          f"F1 {num(power['mde_f1_points'], 2)} points, EM {num(power['mde_em_points'], 2)} points "
          f"with {power['n']:,} paired questions", "", ""],
     ]
     return rows
+
+
+def _t_statistic(t: dict[str, Any]) -> str:
+    """t, or ±∞ when every difference is the same non-zero value (no variance: scipy's t is infinite, p is 0)."""
+    if t["statistic"] is None and t["p_value"] == 0 and t["mean_diff_points"]:
+        return ("+" if t["mean_diff_points"] > 0 else "−") + "∞ (every difference is the same)"
+    return num(t["statistic"], 3)
 
 
 def _run_facts(data: dict[str, Any]) -> list[str]:
@@ -232,19 +239,22 @@ def _methods(data: dict[str, Any]) -> list[str]:
     s = data["settings"]
     multilingual = (" Multilingual run: each question is scored under MLQA's convention for its language "
                     "(see Languages)." if data.get("languages") else "")
+    from abqa.analysis.decision_render import decision_methods
+
     return [
-        f"Accuracy: SQuAD v{squad_rule_of(data).squad_version} exact match and token F1 per question (percent); failed and missing answers count "
-        f"as wrong. Confidence intervals: {s['confidence']:.0%} percentile bootstrap over questions, "
-        f"{s['bootstrap_resamples']:,} resamples, seed {s['seed']}.{multilingual}",
-        "Pairs: questions are matched by id; only questions both arms answered enter the paired tests, and every "
-        "difference is first arm − second arm.",
+        f"Accuracy: SQuAD v{squad_rule_of(data).squad_version} exact match and token F1 per question (percent) on "
+        f"the answers given. Confidence intervals of accuracy: {s['confidence']:.0%} percentile bootstrap over "
+        f"questions, {s['bootstrap_resamples']:,} resamples, seed {s['seed']}.{multilingual}",
+        "Pairs: questions are matched by id; only questions both arms answered enter the paired accuracy tests, and "
+        "every difference is first arm − second arm (candidate − baseline when a baseline is declared).",
+        *decision_methods(data),
         "Exact match: McNemar's test (statsmodels) — exact binomial p-value on the discordant counts b and c, and "
         "the chi-square statistic with continuity correction.",
         "F1: paired t-test (scipy.stats.ttest_rel) with the Wilcoxon signed-rank test (scipy, zero differences "
         "dropped) beside it; EM and F1 differences also get a paired bootstrap CI.",
-        "Latency: per-question client latency of answered questions; quantiles with bootstrap CIs; ratio of medians "
-        "with a paired bootstrap CI; paired t-test on log latency (its exponentiated mean is the geometric-mean "
-        "ratio).",
+        "Latency: per-question client latency of answered questions; quantiles with block-bootstrap CIs; ratio of "
+        "medians with a paired block-bootstrap CI; paired t-test on log latency (its exponentiated mean is the "
+        "geometric-mean ratio).",
         "Power: smallest difference a two-sided paired t-test detects with power "
         f"{s['power']:.0%} at alpha {s['alpha']} (statsmodels TTestPower, at the SD of the observed per-question "
         "differences); for EM this is the normal approximation to McNemar's test.",
@@ -332,6 +342,10 @@ def _without_empty_columns(table: Table, keep: int) -> Table:
 
 
 def layout(data: dict[str, Any], figures: list[str]) -> Document:
+    from abqa.analysis.decision_render import (DECISION_CAPTIONS, decision_blocks, pair_rows, tradeoff_blocks,
+                                               variant_blocks, where_blocks)
+
+    captions = {**FIGURE_CAPTIONS, **DECISION_CAPTIONS}
     doc = Document(title=f"abqa report: {data['run']['name']}")
     blocks = doc.blocks
     blocks.append(Heading("Verdict"))
@@ -339,6 +353,7 @@ def layout(data: dict[str, Any], figures: list[str]) -> Document:
     if data["notes"]:
         blocks.append(Heading("Read this first", 3))
         blocks.append(Bullets(list(data["notes"]), css="notes"))
+    blocks.extend(decision_blocks(data))
 
     blocks.append(Heading("Arms"))
     blocks.append(_without_empty_columns(Table(ARM_HEADERS, _arm_rows(data)), keep=3))
@@ -361,13 +376,14 @@ def layout(data: dict[str, Any], figures: list[str]) -> Document:
         if not test.get("accuracy_meaningful", True):
             blocks.append(Paragraph("A stand-in (untrained weights) is in this pair: the accuracy tests below are "
                                     "computed but mean nothing about the real models.", css="warn"))
-        table = Table(["test", "result", "p", "p (Holm)"], _pair_rows(test))
+        table = Table(["test", "result", "p", "p (Holm)"], pair_rows(test) + _pair_rows(test))
         if len(data["tests"]) == 1:  # one pair: nothing to adjust, the Holm column would repeat p
             table = Table(table.headers[:3], [row[:3] for row in table.rows])
         blocks.append(table)
 
     if data.get("languages"):  # a multilingual run: per-language accuracy and paired tests
         blocks.extend(language_blocks(data))
+    blocks.extend(variant_blocks(data) + where_blocks(data) + tradeoff_blocks(data))
 
     blocks.append(Heading("Load"))
     rows = load_table_rows(data)
@@ -381,7 +397,7 @@ def layout(data: dict[str, Any], figures: list[str]) -> Document:
     if not figures:
         blocks.append(Paragraph("No figures: this run has neither answers nor load results to draw."))
     for name in figures:
-        blocks.append(Figure(name, FIGURE_CAPTIONS.get(name, name)))
+        blocks.append(Figure(name, captions.get(name, name)))
 
     blocks.append(Heading("Run"))
     blocks.append(Bullets(_run_facts(data)))

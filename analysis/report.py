@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from abqa.analysis import stats
+from abqa.analysis.decision_plots import DECISION_PLOT_NAMES, decision_plots
 from abqa.analysis.inputs import RunInputs, read_run
 from abqa.analysis.plots import render_plots
 from abqa.analysis.render import layout, to_html, to_markdown
@@ -21,7 +22,8 @@ from abqa.analysis.summary import ReportSettings, build_report_data
 from abqa.core.io import write_text_atomic
 from abqa.core.run import ReportData, RunFolder, validate
 
-PLOT_NAMES = ("latency_histogram", "latency_cdf", "accuracy", "contingency", "load", "latency_vs_rate", "queue_compute")
+PLOT_NAMES = ("latency_histogram", "latency_cdf", "accuracy", "contingency", "load", "latency_vs_rate", "queue_compute",
+              *DECISION_PLOT_NAMES)
 
 
 @dataclass(frozen=True)
@@ -47,11 +49,19 @@ def build_report(
     n_resamples: int = stats.DEFAULT_RESAMPLES,
     seed: int = stats.DEFAULT_SEED,
     confidence: float = stats.CONFIDENCE,
+    baseline: str | None = None,
+    margins: dict[str, float] | None = None,
+    cost_per_hour: float | None = None,
 ) -> Report:
-    """Report on whatever the run folder holds (eval.jsonl, load.json, meta.json); raises AbqaError if nothing."""
+    """Report on whatever the run folder holds (eval.jsonl, load.json, meta.json); raises AbqaError if nothing.
+
+    `baseline` and `margins` (points per metric) override meta.json's declared decision, marked as chosen after the
+    data; `cost_per_hour` prices one serving machine for the trade-off's cost per million questions."""
     folder = RunFolder(Path(run_dir))
     inputs = read_run(folder.path)
-    data = build_report_data(inputs, ReportSettings(n_resamples=n_resamples, seed=seed, confidence=confidence))
+    settings = ReportSettings(n_resamples=n_resamples, seed=seed, confidence=confidence, baseline=baseline,
+                              margins=margins, cost_per_hour=cost_per_hour)
+    data = build_report_data(inputs, settings)
     plots = _draw(data, inputs, folder.plots)
     data["plots"] = {name: path.relative_to(folder.path).as_posix() for name, path in plots.items()}
     report = validate(ReportData, data, f"{folder.report_json} (as computed)")
@@ -70,4 +80,4 @@ def _draw(data: dict[str, Any], inputs: RunInputs, plots_dir: Path) -> dict[str,
     for name in PLOT_NAMES:
         (plots_dir / f"{name}.png").unlink(missing_ok=True)
     latencies = {arm: answers.valid_latency() for arm, answers in inputs.answers.items() if answers.has_latency}
-    return render_plots(data, latencies, plots_dir)
+    return {**render_plots(data, latencies, plots_dir), **decision_plots(data, inputs, plots_dir)}

@@ -14,12 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from abqa.analysis import stats
-from abqa.analysis.inputs import ArmAnswers, RunInputs
+from abqa.analysis import decision, stats
+from abqa.analysis.inputs import ArmAnswers, RunInputs, pair_positions, time_order
 from abqa.analysis.squad_v2 import squad_v2_block, squad_v2_notes
 from abqa.core.records import STANDIN_WARNING
 from abqa.analysis.load_report import load_facts, load_notes, load_steps
-from abqa.core.run import SCHEMA_VERSION, ArmInfo
+from abqa.core.run import SCHEMA_VERSION, ArmInfo, EvalStatus
 
 PAIR_SEPARATOR = "__vs__"
 # Family-wise: each test's p-values are Holm-adjusted over the pairs (one family per test).
@@ -33,6 +33,10 @@ class ReportSettings:
     confidence: float = stats.CONFIDENCE
     alpha: float = stats.ALPHA
     power: float = stats.POWER
+    # Given on `abqa report` (None: meta.json's declaration, if any): the decision's baseline and margins (points).
+    baseline: str | None = None
+    margins: dict[str, float] | None = None
+    cost_per_hour: float | None = None
 
     @property
     def bootstrap(self) -> dict[str, Any]:
@@ -106,16 +110,19 @@ def arm_provenance(
 # ---------------------------------------------------------------- per arm
 
 
-def latency_block(latency_ms: np.ndarray, excluded: int, settings: ReportSettings) -> dict[str, Any] | None:
-    latency = latency_ms[np.isfinite(latency_ms)]
+def latency_block(answers: ArmAnswers, excluded: int, settings: ReportSettings) -> dict[str, Any] | None:
+    """Quantiles and mean of the arm's latencies, with CIs from a block bootstrap over them in time order."""
+    ordered = answers.latency_ms[answers.time_order()]
+    latency = ordered[np.isfinite(ordered)]
     if latency.size == 0:
         return None
     summary = stats.latency_summary(
         latency, n_resamples=settings.n_resamples, seed=settings.seed, confidence=settings.confidence)
     block: dict[str, Any] = {"n": int(latency.size), "excluded_failed_or_missing": excluded}
-    block.update({name: estimate.value for name, estimate in summary.items()})
+    block.update({name: estimate.value for name, estimate in summary.estimates.items()})
     block["min"], block["max"] = float(latency.min()), float(latency.max())
-    block["ci"] = {name: _ci(estimate) for name, estimate in summary.items()}
+    block["ci"] = {name: _ci(estimate) for name, estimate in summary.estimates.items()}
+    block["block_length"] = summary.block
     return block
 
 
@@ -133,13 +140,13 @@ def summarise_arm(
         "em": None, "em_ci": [None, None], "f1": None, "f1_ci": [None, None],
         "latency_ms": None,
     }
-    scored = answers.scored() if answers is not None else None
+    scored = answers.answered_ok() if answers is not None else None
     if answers is not None and answers.n:
         failed, missing = answers.count("failed"), answers.count("missing")
         summary.update({
             "questions": answers.n, "ok": answers.count("ok"), "failed": failed, "missing": missing,
             "unscored": answers.count("unscored"), "duplicates": answers.duplicates,
-            "latency_ms": latency_block(answers.latency_ms, failed + missing, settings),
+            "latency_ms": latency_block(answers, failed + missing, settings),
             "error_messages": dict(sorted(answers.errors.items(), key=lambda item: -item[1])[:5]),
         })
     if scored is not None and scored.n:
@@ -158,30 +165,19 @@ def summarise_arm(
 # ---------------------------------------------------------------- per pair
 
 
-def _pairing(a: ArmAnswers, b: ArmAnswers) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """Positions of the ids both arms answered (in a's order), and how many ids only one of them has."""
-    position_b = {question: i for i, question in enumerate(b.ids)}
-    index_a, index_b = [], []
-    for i, question in enumerate(a.ids):
-        j = position_b.get(question)
-        if j is not None:
-            index_a.append(i)
-            index_b.append(j)
-    paired = len(index_a)
-    return np.array(index_a, dtype=int), np.array(index_b, dtype=int), a.n - paired, b.n - paired
-
-
-def compare_pair(a: ArmAnswers, b: ArmAnswers, settings: ReportSettings) -> dict[str, Any]:
-    """Every test of a against b on the questions both answered; differences are a - b. Accuracy is compared on
-    the scored answers, latency on every answer (unscored ones too: a routed request is still a request)."""
+def compare_pair(a: ArmAnswers, b: ArmAnswers, settings: ReportSettings, family: int = 1) -> dict[str, Any]:
+    """Every test of a against b; differences are a - b. Accuracy is compared on the questions both arms answered
+    (status ok), how often each failed to answer on its own (`failures`), latency on every answer (unscored ones
+    too: a routed request is still a request). `family`: how many comparisons the verdict adjusts over."""
     latency = _compare_latency_on_all(a, b, settings)
-    a, b = a.scored(), b.scored()
-    ia, ib, only_a, only_b = _pairing(a, b)
+    failures = compare_failures(a, b)
+    a, b = a.answered_ok(), b.answered_ok()
+    ia, ib, only_a, only_b = pair_positions(a, b)
     em_a, em_b, f1_a, f1_b = a.em[ia], b.em[ib], a.f1[ia], b.f1[ib]
     n = len(ia)
     result: dict[str, Any] = {
         "arm_a": a.arm, "arm_b": b.arm, "difference": f"{a.arm} - {b.arm}",
-        "paired_questions": n, "only_a": only_a, "only_b": only_b,
+        "paired_questions": n, "only_a": only_a, "only_b": only_b, "failures": failures,
     }
     if n == 0:
         result["error"] = "no question was answered by both arms"
@@ -202,19 +198,32 @@ def compare_pair(a: ArmAnswers, b: ArmAnswers, settings: ReportSettings) -> dict
     result["wilcoxon_f1"] = wilcoxon.to_dict()
     result["em_diff"] = em_diff.scaled(100).to_dict()
     result["f1_diff"] = f1_diff.scaled(100).to_dict()
+    flips = decision.sign_flips({"em": em_a - em_b, "f1": f1_a - f1_b}, resamples=settings.n_resamples,
+                                seed=settings.seed)
+    result["signflip"] = {
+        "method": decision.METHOD, "resamples": flips["f1"].resamples,
+        **{metric: decision.difference_block(flip, settings.confidence, family) for metric, flip in flips.items()},
+    }
+    check = decision.normality(f1_a - f1_b)
+    result["assumptions"] = {"f1_differences": check, **decision.test_choice(
+        check, t_f1.p_value, result["signflip"]["f1"]["p_value"], settings.alpha)}
+    result["agreement"] = answer_agreement(a, b, ia, ib)
     result["effect_sizes"] = {
         "f1_cohens_dz": stats.cohens_dz(f1_a - f1_b),
         "em_cohens_dz": stats.cohens_dz(em_a - em_b),
         "em_odds_ratio_b_over_c": stats.mcnemar_odds_ratio(mcnemar.b, mcnemar.c),
         "em_cohens_g": stats.cohens_g(mcnemar.b, mcnemar.c),
     }
-    mde_f1 = stats.minimum_detectable_difference(f1_a - f1_b, alpha=settings.alpha, power=settings.power)
-    mde_em = stats.minimum_detectable_difference(em_a - em_b, alpha=settings.alpha, power=settings.power)
+    # The verdict's tests are adjusted over the family, so the smallest detectable difference is too.
+    alpha = settings.alpha / family
+    mde_f1 = stats.minimum_detectable_difference(f1_a - f1_b, alpha=alpha, power=settings.power)
+    mde_em = stats.minimum_detectable_difference(em_a - em_b, alpha=alpha, power=settings.power)
     result["power"] = {
-        "n": n, "alpha": settings.alpha, "power": settings.power,
+        "n": n, "alpha": alpha, "power": settings.power,
         "mde_f1_points": _pct(mde_f1), "mde_em_points": _pct(mde_em),
         "method": "two-sided paired t (statsmodels TTestPower) at the SD of the observed per-question "
-                  "differences; for EM this is the normal approximation to McNemar's test",
+                  "differences; for EM this is the normal approximation to McNemar's test"
+                  + (f"; alpha {settings.alpha} / {family} comparisons (Bonferroni)" if family > 1 else ""),
     }
     result["latency"] = latency
     if result["latency"]:
@@ -222,26 +231,56 @@ def compare_pair(a: ArmAnswers, b: ArmAnswers, settings: ReportSettings) -> dict
     return result
 
 
+def answer_agreement(a: ArmAnswers, b: ArmAnswers, ia: np.ndarray, ib: np.ndarray) -> dict[str, Any] | None:
+    """The share of identical answer texts on the questions both answered: meaningful even for stand-ins (a
+    quantised variant that answers like its base is the same model, whatever the weights)."""
+    if not a.predictions or not b.predictions or ia.size == 0:
+        return None
+    identical = sum(a.predictions[i] == b.predictions[j] for i, j in zip(ia, ib))
+    return {"questions": int(ia.size), "identical": int(identical), "share_pct": 100.0 * identical / ia.size}
+
+
+def compare_failures(a: ArmAnswers, b: ArmAnswers) -> dict[str, Any] | None:
+    """How often each arm failed to answer (failed or missing) on the questions both were asked, compared paired:
+    McNemar's exact test on failed versus answered."""
+    a, b = a.scored(), b.scored()
+    ia, ib, _, _ = pair_positions(a, b)
+    if ia.size == 0:
+        return None
+    failed_a = np.array([a.status[i] is not EvalStatus.OK for i in ia], dtype=bool)
+    failed_b = np.array([b.status[j] is not EvalStatus.OK for j in ib], dtype=bool)
+    test = stats.mcnemar_test(failed_a, failed_b)
+    n = int(ia.size)
+    return {"questions": n, "failed_a": int(failed_a.sum()), "failed_b": int(failed_b.sum()),
+            "rate_a_pct": 100.0 * failed_a.mean(), "rate_b_pct": 100.0 * failed_b.mean(),
+            "difference_points": 100.0 * (failed_a.mean() - failed_b.mean()),
+            "only_a": test.b, "only_b": test.c, "p_value": test.p_value,
+            "method": "McNemar's exact test on failed versus answered, paired by question"}
+
+
 def _compare_latency_on_all(a: ArmAnswers, b: ArmAnswers, settings: ReportSettings) -> dict[str, Any] | None:
-    ia, ib, _, _ = _pairing(a, b)
+    ia, ib, _, _ = pair_positions(a, b)
     return compare_latency(a, b, ia, ib, settings)
 
 
 def compare_latency(
     a: ArmAnswers, b: ArmAnswers, ia: np.ndarray, ib: np.ndarray, settings: ReportSettings,
 ) -> dict[str, Any] | None:
+    """Median ratio of paired latencies, its CI from a block bootstrap over the pairs in the order a asked them."""
     lat_a, lat_b = a.latency_ms[ia], b.latency_ms[ib]
     both = np.isfinite(lat_a) & np.isfinite(lat_b) & (lat_a > 0) & (lat_b > 0)
     if not np.any(both):
         return None
-    lat_a, lat_b = lat_a[both], lat_b[both]
-    ratio = stats.ratio_of_medians(
-        lat_a, lat_b, n_resamples=settings.n_resamples, seed=settings.seed, confidence=settings.confidence)
+    order = time_order([a.started_at[i] for i in ia[both]]) if a.started_at else np.arange(int(both.sum()))
+    lat_a, lat_b = lat_a[both][order], lat_b[both][order]
+    block = max(stats.block_length(lat_a), stats.block_length(lat_b))
+    ratio = stats.ratio_of_medians(lat_a, lat_b, block=block, n_resamples=settings.n_resamples, seed=settings.seed,
+                                   confidence=settings.confidence)
     log_t = stats.log_latency_test(lat_a, lat_b, settings.confidence)
     return {
         "paired_questions": int(both.sum()),
         "median_a_ms": float(np.median(lat_a)), "median_b_ms": float(np.median(lat_b)),
-        "ratio_of_medians": ratio.to_dict(),
+        "ratio_of_medians": ratio.to_dict(), "block_length": block,
         "log_t": log_t.to_dict(),
     }
 
@@ -293,8 +332,8 @@ def _notes(data: dict[str, Any]) -> list[str]:
             notes.append(f"{arm}: {summary['unscored']} answers had nothing to score them against (routed requests "
                          "without a SQuAD id): their latency counts, their accuracy does not.")
         if summary["failed"] or summary["missing"]:
-            notes.append(f"{arm}: {summary['failed']} failed and {summary['missing']} missing answers count as wrong "
-                         "(EM 0, F1 0) and are left out of latency statistics.")
+            notes.append(f"{arm}: {summary['failed']} failed and {summary['missing']} missing answers are left out of "
+                         "accuracy and latency; how often each arm fails is compared on its own (Failures).")
         if summary["duplicates"]:
             notes.append(f"{arm}: {summary['duplicates']} repeated records for an already answered question; "
                          "the last one is used.")
@@ -308,7 +347,12 @@ def _notes(data: dict[str, Any]) -> list[str]:
                          f"{test['arm_b']} are left out of the paired tests.")
     if len(data["tests"]) > 1:
         notes.append(f"{len(data['tests'])} pairs: each test's p-values are Holm-adjusted over the pairs "
-                     "(p_value_holm); the verdict uses the adjusted values.")
+                     "(p_value_holm); the verdict's p-values and CIs are Bonferroni-adjusted together.")
+    if (data["run"].get("order") == "parallel") and any(s["latency_ms"] for s in arms.values()):
+        notes.append("Order parallel: every served arm answered each question at the same time, competing for the "
+                     "same cores, so each arm's latency includes the others' load and the arms' latencies are "
+                     "correlated; run with --order random to compare latency.")
+    notes += [f"Not a random sample: {caveat}." for caveat in data["sample_caveats"]]
     dataset = (data["run"].get("dataset") or {})
     if dataset.get("source") == "builtin-sample":
         notes.append("Dataset: the built-in sample, not the SQuAD dev set; accuracy is not comparable with "
@@ -318,13 +362,21 @@ def _notes(data: dict[str, Any]) -> list[str]:
 
 def build_report_data(inputs: RunInputs, settings: ReportSettings = ReportSettings()) -> dict[str, Any]:
     """The whole report as JSON-ready data (report.json), verdict included."""
+    from abqa.analysis.tradeoff import tradeoff_table
+    from abqa.analysis.variants import variant_comparisons
     from abqa.analysis.verdict import verdict_lines
+    from abqa.analysis.where import where_difference_lives
 
     arms = {arm: summarise_arm(arm, inputs, settings) for arm in inputs.arm_order}
     answered = [arm for arm in inputs.arm_order if arm in inputs.answers and inputs.answers[arm].n]
+    plan = decision.choose_plan(inputs.meta.decision if inputs.meta is not None else None, settings.baseline,
+                                settings.margins, answered)
+    if plan.baseline is not None:  # differences read candidate - baseline
+        answered = [arm for arm in answered if arm != plan.baseline] + [plan.baseline]
+    pairs = list(itertools.combinations(answered, 2))
     tests = {
-        pair_key(a, b): compare_pair(inputs.answers[a], inputs.answers[b], settings)
-        for a, b in itertools.combinations(answered, 2)
+        pair_key(a, b): compare_pair(inputs.answers[a], inputs.answers[b], settings, family=len(pairs))
+        for a, b in pairs
     }
     _holm_over_pairs(tests)
     for test in tests.values():
@@ -339,11 +391,24 @@ def build_report_data(inputs: RunInputs, settings: ReportSettings = ReportSettin
             "alpha": settings.alpha, "power": settings.power,
             "bootstrap": "percentile, questions resampled with replacement (paired for differences)",
             "multiple_comparisons": "holm" if len(tests) > 1 else "none (one pair)",
+            "latency_bootstrap": "circular block bootstrap (arch) over the questions in the order they were asked "
+                                 "(started_at), block length by Politis and White's rule",
+            "verdict_test": decision.METHOD,
         },
         "arms": arms,
         "tests": tests,
         "load": load,
+        "sample_caveats": decision.sample_caveats(inputs),
     }
+    meaningful = {arm: summary["accuracy_meaningful"] for arm, summary in arms.items()}
+    found = decision.noninferiority(inputs, plan, resamples=settings.n_resamples, seed=settings.seed,
+                                    meaningful=meaningful)
+    data["decision"] = {**plan.to_dict(), "method": decision.METHOD, "alpha": decision.NONINFERIORITY_ALPHA,
+                        "equivalence_alpha": decision.EQUIVALENCE_ALPHA, "candidates": found["details"]}
+    data["noninferiority"], data["equivalence"] = found["noninferiority"], found["equivalence"]
+    data["variants"] = variant_comparisons(inputs, settings)
+    data["where"] = where_difference_lives(inputs, data, plan.baseline)
+    data["tradeoff"] = tradeoff_table(data, inputs, settings.cost_per_hour)
     data["notes"] = _notes(data) + squad_v2_notes(data) + load_notes(data)
     data["verdict"] = verdict_lines(data)
     _add_languages(data, inputs, settings)
@@ -359,5 +424,7 @@ def _add_languages(data: dict[str, Any], inputs: RunInputs, settings: ReportSett
         return
     data["languages"] = report
     data["notes"] += language_notes(report)
-    pair_lines = len(data["tests"])
-    data["verdict"][pair_lines:pair_lines] = language_verdict(report, data["arms"])
+    from abqa.analysis.verdict import pair_lines_end
+
+    end = pair_lines_end(data)
+    data["verdict"][end:end] = language_verdict(report, data["arms"])

@@ -1,8 +1,10 @@
 """The plain-language verdict at the top of the report, written from the report's data (pure).
 
-One line per pair of arms (a single arm or a load-only run gets its own wording). Every line says how many
-questions it rests on, names stand-ins and replayed files, and, when a difference is not significant, how
-large a difference the sample could have detected.
+First the decision (each candidate against the baseline within the declared margins, `analysis/decision.py`) or
+why there is none, and whether the questions are a sample at all; then one line per pair of arms (a single arm or a
+load-only run gets its own wording). Every line says how many questions it rests on, names stand-ins and replayed
+files, gives each CI with the p-value of the same procedure (adjusted together), names that procedure, and, when a
+difference is not significant, how large a difference the sample could have detected.
 """
 
 from __future__ import annotations
@@ -51,13 +53,7 @@ def _provenance_phrase(arms: dict[str, Any], names: list[str]) -> str:
     return ", ".join(arms[name]["provenance"]["label"] for name in names)
 
 
-def _p_used(block: dict[str, Any] | None, adjusted: bool) -> float | None:
-    if not block:
-        return None
-    return block.get("p_value_holm") if adjusted else block.get("p_value")
-
-
-def latency_phrase(test: dict[str, Any], arms: dict[str, Any]) -> str:
+def latency_phrase(test: dict[str, Any], arms: dict[str, Any], order: str | None = None) -> str:
     a, b = test["arm_a"], test["arm_b"]
     latency = test.get("latency")
     if not latency:
@@ -70,26 +66,36 @@ def latency_phrase(test: dict[str, Any], arms: dict[str, Any]) -> str:
     value, (low, high) = ratio["value"], ratio["ci"]
     if value is None:
         return "latency not compared: the median latency is zero"
+    method = "block bootstrap in time order" + (
+        "; order parallel: the arms competed for the same cores" if order == "parallel" else "")
     if low is not None and high is not None and (high < 1 or low > 1):
         if value < 1:
             return (f"{a} answers {1 / value:.2f}x faster than {b} at p50 "
                     f"({latency['median_a_ms']:.1f} vs {latency['median_b_ms']:.1f} ms, "
-                    f"{_ci_text(1 / high, 1 / low, 2)})")
+                    f"{_ci_text(1 / high, 1 / low, 2)}, {method})")
         return (f"{a} is {value:.2f}x slower than {b} at p50 "
-                f"({latency['median_a_ms']:.1f} vs {latency['median_b_ms']:.1f} ms, {_ci_text(low, high, 2)})")
-    return (f"no clear p50 latency difference ({a}/{b} median ratio {value:.2f}, {_ci_text(low, high, 2)})")
+                f"({latency['median_a_ms']:.1f} vs {latency['median_b_ms']:.1f} ms, {_ci_text(low, high, 2)}, "
+                f"{method})")
+    return (f"no clear p50 latency difference ({a}/{b} median ratio {value:.2f}, {_ci_text(low, high, 2)}, "
+            f"{method})")
 
 
-def _difference_phrase(metric: str, owner: str, diff: dict[str, Any], p: float | None, test_name: str) -> str:
-    value, (low, high) = diff["value"], diff["ci"]
-    if value is None:
-        return f"{metric} difference not available"
+def _confidence_text(family: int, confidence: float = 0.95) -> str:
+    level = 1 - (1 - confidence) / family
+    return f"{level:.1%}".replace(".0%", "%")
+
+
+def _difference_phrase(metric: str, owner: str, block: dict[str, Any]) -> str:
+    """One metric's difference with the CI and p of the same sign-flip test, adjusted together over the family."""
+    value, (low, high), p = block["difference"], block["ci_adjusted"], block["p_value_adjusted"]
+    level = _confidence_text(block["family"])
     if value == 0:
-        return f"{owner} {metric} is the same ({_ci_text(low, high)}, {format_p(p)}, {test_name})"
+        return f"{owner} {metric} is the same ({_ci_text(low, high).replace('95%', level)}, {format_p(p)})"
     direction = "lower" if value < 0 else "higher"
     # Said as a magnitude ("1.6 points lower"), so the interval is of the magnitude too.
     lo, hi = (-high, -low) if value < 0 and low is not None and high is not None else (low, high)
-    return f"{owner} {metric} is {abs(value):.1f} points {direction}, {_ci_text(lo, hi)}, {format_p(p)} ({test_name})"
+    return (f"{owner} {metric} is {abs(value):.1f} points {direction}, {_ci_text(lo, hi).replace('95%', level)}, "
+            f"{format_p(p)}")
 
 
 def accuracy_phrase(test: dict[str, Any], arms: dict[str, Any], alpha: float, adjusted: bool) -> str:
@@ -99,13 +105,16 @@ def accuracy_phrase(test: dict[str, Any], arms: dict[str, Any], alpha: float, ad
         return (f"accuracy not compared: {' and '.join(standins)} "
                 f"{'is a stand-in' if len(standins) == 1 else 'are stand-ins'} with untrained weights, "
                 "so EM/F1 are meaningless")
-    p_f1 = _p_used(test.get("paired_t_f1"), adjusted)
-    p_em = _p_used(test.get("mcnemar"), adjusted)
-    f1 = _difference_phrase("F1", f"{a}'s", test["f1_diff"], p_f1, "paired t")
-    em = _difference_phrase("EM", "its", test["em_diff"], p_em, "McNemar")
-    text = f"{f1}; {em}"
+    flips = test["signflip"]
+    family = flips["f1"]["family"]
+    f1 = _difference_phrase("F1", f"{a}'s", flips["f1"])
+    em = _difference_phrase("EM", "its", flips["em"])
+    procedure = (f"{flips['method']}, {flips['resamples']:,} flips"
+                 + (f", Bonferroni-adjusted over {family} pairs" if family > 1 else ""))
+    text = f"{f1}; {em} ({procedure})"
     power = test.get("power") or {}
-    significant = p_f1 is not None and p_f1 < alpha
+    p_f1 = flips["f1"]["p_value_adjusted"]
+    significant = p_f1 <= alpha
     if (not significant or test["paired_questions"] < SMALL_SAMPLE) and power.get("mde_f1_points") is not None:
         prefix = "the F1 difference is not significant" if not significant else "small sample"
         mde_em = power.get("mde_em_points")
@@ -116,15 +125,30 @@ def accuracy_phrase(test: dict[str, Any], arms: dict[str, Any], alpha: float, ad
     return text
 
 
-def pair_line(test: dict[str, Any], arms: dict[str, Any], alpha: float, adjusted: bool) -> str:
+def failures_phrase(test: dict[str, Any]) -> str | None:
+    """How often each arm failed to answer, compared on its own (accuracy is on the questions both answered)."""
+    failures = test.get("failures")
+    if not failures or not (failures["failed_a"] or failures["failed_b"]):
+        return None
     a, b = test["arm_a"], test["arm_b"]
-    head = (f"{a} vs {b} ({_questions(test['paired_questions'])}, "
-            f"{_provenance_phrase(arms, [a, b])}{', Holm-adjusted' if adjusted else ''})")
+    return (f"failures apart: {a} gave no answer to {failures['failed_a']:,} of {failures['questions']:,} questions "
+            f"({failures['rate_a_pct']:.1f}%), {b} to {failures['failed_b']:,} ({failures['rate_b_pct']:.1f}%), "
+            f"{format_p(failures['p_value'])} (McNemar exact, failed vs answered); accuracy is compared on the "
+            f"{test['paired_questions']:,} both answered")
+
+
+def pair_line(test: dict[str, Any], arms: dict[str, Any], alpha: float, adjusted: bool,
+              order: str | None = None) -> str:
+    a, b = test["arm_a"], test["arm_b"]
+    head = f"{a} vs {b} ({_questions(test['paired_questions'])}, {_provenance_phrase(arms, [a, b])})"
     if test.get("error"):
         return f"{head}: {test['error']}."
-    latency, accuracy = latency_phrase(test, arms), accuracy_phrase(test, arms, alpha, adjusted)
+    latency, accuracy = latency_phrase(test, arms, order), accuracy_phrase(test, arms, alpha, adjusted)
     # Lead with what was measured: a speed-up first when there is one, otherwise the accuracy difference.
     first, second = (accuracy, latency) if test.get("latency") is None else (latency, accuracy)
+    failures = failures_phrase(test)
+    if failures:
+        second += f"; {failures}"
     caveat = ""
     if test["paired_questions"] < TOO_FEW:
         caveat = (f" Only {_questions(test['paired_questions'])}: too few for these intervals and p-values "
@@ -181,22 +205,46 @@ def load_line(data: dict[str, Any]) -> str | None:
     return text
 
 
+def head_lines(data: dict[str, Any]) -> list[str]:
+    """The decision (or why there is none), then whether the questions are a random sample at all."""
+    from abqa.analysis.decision import decision_lines
+
+    lines = decision_lines(data)
+    caveats = data.get("sample_caveats") or []
+    if caveats and data["tests"]:
+        lines.append("NOT A RANDOM SAMPLE: " + "; ".join(caveats) + ".")
+    return lines
+
+
+def pair_lines_end(data: dict[str, Any]) -> int:
+    """Where the per-pair lines end in the verdict (more lines about the pairs go right after them)."""
+    return len(head_lines(data)) + len(data["tests"])
+
+
 def verdict_lines(data: dict[str, Any]) -> list[str]:
+    from abqa.analysis.tradeoff import tradeoff_line
+    from abqa.analysis.variants import variant_lines
+
     arms, tests = data["arms"], data["tests"]
     alpha = data["settings"]["alpha"]
     adjusted = len(tests) > 1
-    lines = [pair_line(test, arms, alpha, adjusted) for test in tests.values()]
+    order = data["run"].get("order")
+    lines = head_lines(data) + [pair_line(test, arms, alpha, adjusted, order) for test in tests.values()]
     answered = [arm for arm, summary in arms.items() if summary["questions"]]
     if len(answered) == 1:
         lines.append(single_arm_line(answered[0], arms[answered[0]]))
     if not answered:
         lines.append("No answers to score (no eval.jsonl records): accuracy and per-question latency are not "
                      "reported.")
+    lines += variant_lines(data.get("variants") or [])
     loaded = load_line(data)
     if loaded:
         lines.append(loaded)
     lines += slo_lines(data)
     lines += [line for line in (paired_line(data), answers_line(data)) if line]
+    tradeoff = tradeoff_line(data.get("tradeoff"))
+    if tradeoff:
+        lines.append(tradeoff)
     standins = [arm for arm, summary in arms.items() if summary["provenance"]["standin"]]
     if standins:
         lines.append(f"Stand-ins ({', '.join(standins)}): untrained weights; their latency, memory and size are "

@@ -7,8 +7,9 @@ from datetime import datetime
 from pathlib import Path
 
 from abqa.core.config import DEFAULT_ARMS, DEFAULT_MODEL_REPOSITORY, DEFAULT_RUNS_DIR, split_csv
-from abqa.flags import (add_mlflow_argument, add_order_argument, add_replay_argument, add_sample_argument,
-                        add_squad_argument, add_squad_rules_arguments)
+from abqa.flags import (DECLARED_HELP, add_decision_arguments, add_mlflow_argument, add_order_argument,
+                        add_replay_argument, add_sample_argument, add_squad_argument, add_squad_rules_arguments,
+                        decision_plan)
 
 EXIT_INTERRUPTED, EXIT_FAILED = 130, 1
 
@@ -24,7 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     data = parser.add_argument_group("data")
     add_squad_argument(data, help_default="shared if present, else the hub if reachable, else the built-in sample")
-    data.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N questions (after --sample)")
+    data.add_argument("--limit", type=int, default=None, metavar="N",
+                      help="only the first N questions in file order (after --sample): not a random sample, and the "
+                      "report says so; use --sample N for a seeded random one")
     add_sample_argument(data)
     data.add_argument("--seed", type=int, default=0, help="seed of --sample and of --order random (default: %(default)s)")
     add_squad_rules_arguments(data)
@@ -45,6 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     arms.add_argument("--start-server", action="store_true",
                       help="start `abqa serve` on --model-repository (free loopback ports) for this run and stop it after")
 
+    add_decision_arguments(parser.add_argument_group("decision"), when=DECLARED_HELP)
     run = parser.add_argument_group("run")
     add_order_argument(run)
     run.add_argument("--out", type=Path, default=None,
@@ -80,6 +84,7 @@ def build_options(args: argparse.Namespace):
         start_server=args.start_server, progress=False if args.no_progress else None,
         version=args.squad_version, null_threshold=args.null_threshold,
         na_probs=[parse_na_prob_spec(text) for text in args.na_prob],
+        decision=decision_plan(args),
     )
 
 

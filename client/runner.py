@@ -26,8 +26,8 @@ from abqa.core import data_sources
 from abqa.core.errors import AbqaError
 from abqa.core.machine import machine_info, package_versions
 from abqa.core.records import STANDIN_WARNING
-from abqa.core.run import (ArmInfo, ClientInfo, DatasetInfo, EvalRecord, LanguagePart, MachineInfo, QaSettings,
-                           RunFolder, RunMeta, RunStatus, ServerInfo, SquadV2Settings, read_eval_records,
+from abqa.core.run import (ArmInfo, ClientInfo, DatasetInfo, DecisionPlan, EvalRecord, LanguagePart, MachineInfo,
+                           QaSettings, RunFolder, RunMeta, RunStatus, ServerInfo, SquadV2Settings, read_eval_records,
                            write_eval_records)
 from abqa.core.run.document import record_line
 from abqa.core.scoring import ScoringRule
@@ -70,6 +70,7 @@ class EvalOptions:
     version: str | None = None                                        # SQuAD rules: None detects from the data
     null_threshold: float = 0.0                                       # SQuAD v2.0: "" when null - span score > this
     na_probs: list[tuple[str, Path]] = field(default_factory=list)    # (replay arm, SQuAD v2.0 na_prob file)
+    decision: DecisionPlan | None = None                              # --baseline/--margin, declared before the data
 
     @property
     def arm_names(self) -> list[str]:
@@ -114,6 +115,11 @@ def validate_options(options: EvalOptions) -> None:
         raise AbqaError(f"arm name(s) given twice: {', '.join(duplicates)}; every arm needs its own name")
     for name in options.arms:
         core_config.validate_arm_name(name)
+    plan = options.decision
+    if plan is not None and plan.margins and plan.baseline is None:
+        raise AbqaError("--margin needs --baseline ARM: the arm every other arm is a candidate against")
+    if plan is not None and plan.baseline is not None and plan.baseline not in names:
+        raise AbqaError(f"--baseline {plan.baseline}: not an arm of this run ({', '.join(names)})")
     replayed = {name for name, _ in options.replays}
     for name, path in options.na_probs:
         if name not in replayed:
@@ -162,6 +168,10 @@ def options_to_argv(options: EvalOptions) -> list[str]:
         argv += ["--null-threshold", repr(options.null_threshold)]
     for name, path in options.na_probs:
         argv += ["--na-prob", f"{name}={path}"]
+    if options.decision is not None and options.decision.baseline is not None:
+        argv += ["--baseline", options.decision.baseline]
+    if options.decision is not None and options.decision.margins:
+        argv += ["--margin", ",".join(f"{metric}={points:g}" for metric, points in options.decision.margins.items())]
     argv += ["--out", str(options.out)]
     return argv
 
@@ -194,6 +204,12 @@ def check_resumable(previous: RunMeta | None, dataset: SquadDataset, options: Ev
         arm = previous.arms.get(name)
         if arm is not None and arm.kind == "served":
             raise AbqaError(f"{where}: arm {name} was a served arm in this run; give the replay another name")
+    declared, given = previous.decision, options.decision
+    if declared is not None and given is not None and (declared.baseline, declared.margins) != (given.baseline,
+                                                                                                given.margins):
+        raise AbqaError(f"{where} holds a run declared with --baseline {declared.baseline} --margin "
+                        f"{declared.margins}; a margin is declared once, before the data: resume with the same (or "
+                        "none), or give another to `abqa report`, where it is marked as chosen after the data")
     old_v2 = previous.qa.squad_v2 if previous.qa is not None else None
     if dataset.rule.allows_no_answer and old_v2 is not None and old_v2.null_threshold != options.null_threshold:
         raise AbqaError(f"{where} holds a run with --null-threshold {old_v2.null_threshold}, this one has "
@@ -344,6 +360,10 @@ def run_evaluation(options: EvalOptions) -> EvalResult:
         log.warning("--retry-failed: asking again for %d failed (id, arm) pair(s)", len(existing) - len(kept))
         write_eval_records(eval_path, kept)
         existing = kept
+    if options.decision is not None and (previous is None or previous.decision is None) and existing:
+        raise AbqaError(f"--out {out} already holds {len(existing):,} answers without a declared margin: one declared "
+                        "now would come after the data. Resume without --baseline/--margin and give them to `abqa "
+                        "report`, where they are marked as chosen after the data, or use another --out")
     done = {(record.id, record.arm) for record in existing}
     if done:
         log.warning("resuming %s: %d (id, arm) pair(s) already done are skipped", out, len(done))
@@ -570,7 +590,17 @@ def _build_meta(options: EvalOptions, dataset: SquadDataset, questions: list[Squ
         resume_command=resume_command(options) if status != STATUS_COMPLETE else None,
         records=len(records),
         summary={summary.arm: summary for summary in summaries},
+        decision=_declared_decision(options, previous),
     )
+
+
+def _declared_decision(options: EvalOptions, previous: RunMeta | None) -> DecisionPlan | None:
+    """The plan as first declared (a resume keeps it and its time); a new one is stamped now."""
+    if previous is not None and previous.decision is not None:
+        return previous.decision
+    if options.decision is None:
+        return None
+    return options.decision.model_copy(update={"declared_at": options.decision.declared_at or utc_now()})
 
 
 def squad_v2_meta(options: EvalOptions) -> SquadV2Settings:

@@ -60,6 +60,8 @@ def write_run(run_dir: Path, records: list[EvalRecord] | None = None, arms_meta:
     if records is not None:
         write_eval_records(folder.eval, records)
     if arms_meta is not None:
+        if records and "dataset" not in meta_fields:  # a complete run: it evaluated the questions it has records of
+            meta_fields["dataset"] = dataset(evaluated_questions=len({record.id for record in records}))
         meta(run_dir.name, arms_meta, records=len(records or []), **meta_fields).write(folder.meta)
     if load_rows is not None:
         load_document(load_rows).write(folder.load)

@@ -66,6 +66,11 @@ def load_rows(arm: str, base_ms: float) -> list[LoadRow]:
     return rows
 
 
+def pair_line(report, a: str, b: str) -> str:
+    """The verdict's line about the pair a vs b (after the decision lines)."""
+    return next(line for line in report.verdict if line.startswith(f"{a} vs {b} ("))
+
+
 def read_outputs(report) -> tuple[str, str, dict]:
     return (report.paths.html.read_text(), report.paths.markdown.read_text(),
             json.loads(report.paths.json.read_text()))
@@ -90,7 +95,7 @@ def test_two_served_arms_with_load(tmp_path):
     html, md, data = read_outputs(report)
 
     assert set(report.paths.plots) == {"latency_histogram", "latency_cdf", "accuracy", "contingency", "load",
-                                       "queue_compute"}
+                                       "queue_compute", "pareto"}
     assert all(path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for path in report.paths.plots.values())
     assert_self_contained(html, report.paths.plots)
     for plot in data["plots"].values():
@@ -110,10 +115,12 @@ def test_two_served_arms_with_load(tmp_path):
     assert bert_step["queue_ms_per_request"] == pytest.approx(0.2 * 40)  # 200 us x (2 - 1) x 40
     assert bert_step["mean_batch_size"] == pytest.approx((50 * 1 + 25 * 2) / 75, rel=0.05)
 
-    assert report.verdict[0].startswith("distilbert vs bert (400 paired questions, served models)")
-    assert "faster than bert at p50" in report.verdict[0]
+    assert report.verdict[0].startswith("No shipping decision: no non-inferiority margin was declared")
+    line = pair_line(report, "distilbert", "bert")
+    assert line.startswith("distilbert vs bert (400 paired questions, served models)")
+    assert "faster than bert at p50" in line and "block bootstrap in time order" in line
     assert any(line.startswith("Under load (4 concurrent users, split mode)") for line in report.verdict)
-    assert report.verdict[0] in html.replace("&#x27;", "'")
+    assert line in html.replace("&#x27;", "'")
     assert "110.0 M" in html and "server 1,834 MB (all arms)" in html
 
 
@@ -127,8 +134,8 @@ def test_two_replayed_arms(tmp_path):
     test = data["tests"]["bert__vs__distilbert"]
     assert test["latency"] is None
     assert all(data["arms"][arm]["latency_ms"] is None for arm in ("bert", "distilbert"))
-    assert "replayed prediction files" in report.verdict[0]
-    assert "latency not compared" in report.verdict[0]
+    assert "replayed prediction files" in pair_line(report, "bert", "distilbert")
+    assert "latency not compared" in pair_line(report, "bert", "distilbert")
     assert "replayed prediction file bert.json" in html
     assert set(report.paths.plots) == {"accuracy", "contingency"}
     assert "No load results" in md
@@ -143,8 +150,8 @@ def test_served_and_replayed_arm_mixed(tmp_path):
     assert data["arms"]["distilbert"]["provenance"]["tag"] == "served"
     assert data["arms"]["bert-paper"]["provenance"]["tag"] == "replay"
     assert data["tests"]["distilbert__vs__bert-paper"]["latency"] is None
-    assert "bert-paper has no per-question latency (replayed)" in report.verdict[0]
-    assert "distilbert (served), bert-paper (replay)" in report.verdict[0]
+    assert "bert-paper has no per-question latency (replayed)" in pair_line(report, "distilbert", "bert-paper")
+    assert "distilbert (served), bert-paper (replay)" in pair_line(report, "distilbert", "bert-paper")
     assert "latency_histogram" in report.paths.plots  # the served arm still has its latency drawn
 
 
@@ -198,22 +205,29 @@ def test_standins_are_named_next_to_their_accuracy(tmp_path):
     assert "accuracy not compared: distilbert and bert are stand-ins" in report.verdict[0]
     assert "faster than bert at p50" in report.verdict[0]  # their latency is still real
     # The EM and F1 cells of each arm carry the warning beside the number.
-    assert md.count("— STAND-IN: meaningless") == 4
+    assert md.count("— STAND-IN: meaningless") == 6  # the arms table and the trade-off's F1
     assert "STAND-IN: untrained weights" in html
 
 
-def test_failed_and_missing_answers_count_as_wrong_and_have_no_latency(tmp_path):
+def test_failed_and_missing_answers_are_no_answers_compared_apart(tmp_path):
     records = (arm_records("a", 100, p_right=1.0, latency_ms=10, seed=1, failed=7, missing=3)
                + arm_records("b", 100, p_right=1.0, latency_ms=10, seed=2))
     run = write_run(tmp_path / "failures", records, {"a": served("a"), "b": served("b")})
-    data = build_report(run, n_resamples=FAST).data
+    report = build_report(run, n_resamples=FAST)
+    data = report.data
     a = data["arms"]["a"]
     assert (a["questions"], a["ok"], a["failed"], a["missing"]) == (100, 90, 7, 3)
-    assert a["em"] == pytest.approx(90.0) and a["f1"] == pytest.approx(90.0)
+    assert a["em"] == pytest.approx(100.0) and a["f1"] == pytest.approx(100.0)  # on the 90 answers given
     assert a["latency_ms"]["n"] == 90 and a["latency_ms"]["excluded_failed_or_missing"] == 10
     assert a["error_messages"] == {"timed out after 60 s": 7, "no prediction for this id": 3}
-    assert data["tests"]["a__vs__b"]["mcnemar"]["c"] == 10
-    assert any("7 failed and 3 missing answers count as wrong" in note for note in data["notes"])
+    test = data["tests"]["a__vs__b"]
+    assert (test["paired_questions"], test["only_a"], test["only_b"]) == (90, 0, 10)
+    assert test["mcnemar"]["c"] == 0
+    failures = test["failures"]
+    assert (failures["failed_a"], failures["failed_b"], failures["only_a"], failures["only_b"]) == (10, 0, 10, 0)
+    assert failures["p_value"] == pytest.approx(2 * 0.5 ** 10)
+    assert any("7 failed and 3 missing answers are left out of accuracy" in note for note in data["notes"])
+    assert "failures apart: a gave no answer to 10 of 100 questions (10.0%)" in pair_line(report, "a", "b")
 
 
 def test_pairing_is_by_id_and_unpaired_questions_are_counted(tmp_path):
@@ -254,7 +268,8 @@ def test_three_arms_get_all_pairs_with_holm(tmp_path):
         expected = multipletests(raw, method="holm")[1]
         assert [tests[key][family]["p_value_holm"] for key in tests] == pytest.approx(list(expected))
     assert report.data["settings"]["multiple_comparisons"] == "holm"
-    assert all("Holm-adjusted" in line for line in report.verdict[:3])
+    lines = [pair_line(report, a, b) for a, b in (("a", "b"), ("a", "c"), ("b", "c"))]
+    assert all("Bonferroni-adjusted over 3 pairs" in line and "98.3% CI" in line for line in lines)
     assert "Holm" in report.paths.html.read_text()
 
 
@@ -287,7 +302,7 @@ def test_cli_prints_the_verdict_and_three_paths(tmp_path, capsys):
     run = write_run(tmp_path / "cli", records, {"a": served("a"), "b": served("b")})
     assert main(["report", str(run), "--bootstrap", "200", "--seed", "3"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("a vs b (80 paired questions, served models)")
+    assert out.startswith("No shipping decision") and "\na vs b (80 paired questions, served models)" in out
     for name in ("report.html", "report.md", "report.json"):
         assert str(run / name) in out
     assert json.loads((run / "report.json").read_text())["settings"]["bootstrap_resamples"] == 200
@@ -299,9 +314,10 @@ def test_tiny_samples_are_called_too_few(tmp_path):
     records = (arm_records("a", 2, p_right=0.5, latency_ms=10, seed=1)
                + arm_records("b", 2, p_right=0.5, latency_ms=20, seed=2))
     report = build_report(write_run(tmp_path / "tiny", records), n_resamples=FAST)
-    assert report.verdict[0].startswith("a vs b (2 paired questions")
-    assert report.verdict[0].endswith("Only 2 paired questions: too few for these intervals and p-values to mean much.")
-    assert "-0.0" not in report.verdict[0]
+    line = pair_line(report, "a", "b")
+    assert line.startswith("a vs b (2 paired questions")
+    assert line.endswith("Only 2 paired questions: too few for these intervals and p-values to mean much.")
+    assert "-0.0" not in line
     one = build_report(write_run(tmp_path / "one", records[:1] + records[2:3]), n_resamples=FAST)
-    assert one.verdict[0].startswith("a vs b (1 paired question,")
+    assert pair_line(one, "a", "b").startswith("a vs b (1 paired question,")
     assert one.data["tests"]["a__vs__b"]["paired_t_f1"]["p_value"] is None

@@ -36,7 +36,13 @@ def test_report_on_served_arms_with_load(triton_server, tiny_repository, tmp_pat
     test = data["tests"]["distilbert__vs__bert"]
     assert test["paired_questions"] == 20 and test["latency"]["paired_questions"] > 0
     assert set(report.paths.plots) == {"latency_histogram", "latency_cdf", "accuracy", "contingency", "load",
-                                       "queue_compute"}
-    assert report.verdict[0].startswith("distilbert vs bert (20 paired questions")
+                                       "queue_compute", "latency_vs_tokens", "pareto"}
+    assert report.verdict[0].startswith("No shipping decision")
+    assert report.verdict[1].startswith("NOT A RANDOM SAMPLE: --limit 20: the questions are the first 20")
+    assert report.verdict[2].startswith("distilbert vs bert (20 paired questions")
+    # The trade-off's throughput is the load test's, in questions: requests (windows) / windows per question.
+    for row in data["tradeoff"]["rows"]:
+        assert row["throughput"]["source"].startswith("load test") and row["throughput"]["questions_per_s"] > 0
+    assert set(data["where"]["fits"]) == {"distilbert", "bert"}
     assert any(line.startswith("Under load (2 concurrent users, split mode)") for line in report.verdict)
     assert json.loads(report.paths.json.read_text())["tests"]["distilbert__vs__bert"]["mcnemar"]["p_value"] <= 1

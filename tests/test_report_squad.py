@@ -7,6 +7,7 @@ split order) and fed straight to scipy/statsmodels; the report must agree with t
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -107,10 +108,15 @@ def test_bootstrap_cis_contain_the_difference_and_are_stable_under_the_seed(repo
 
 
 def test_verdict_and_outputs(report):
-    verdict = report.verdict[0]
+    assert report.verdict[0].startswith("No shipping decision: no non-inferiority margin was declared")
+    verdict = report.verdict[1]
     assert verdict.startswith("distilbert vs bert (10,570 paired questions, replayed prediction files)")
-    assert "distilbert's F1 is 3.8 points lower" in verdict and "p < 0.001 (paired t)" in verdict
-    assert "its EM is 5.0 points lower" in verdict
+    assert re.search(r"distilbert's F1 is 3.8 points lower, 95% CI \[3.[23], 4.[34]\], p < 0.001", verdict)
+    assert "its EM is 5.0 points lower" in verdict and "(sign-flip permutation test, " in verdict
+    assumptions = report.data["tests"]["distilbert__vs__bert"]["assumptions"]
+    assert assumptions["f1_differences"]["shapiro_w"] == pytest.approx(0.575, abs=0.01)
+    assert assumptions["f1_differences"]["zero_share"] == pytest.approx(0.80, abs=0.01)
+    assert assumptions["agree"] is True
     assert "latency not compared" in verdict
     power = report.data["tests"]["distilbert__vs__bert"]["power"]
     assert 0 < power["mde_f1_points"] < 3.8  # the observed difference is well above what 10,570 questions resolve
@@ -128,7 +134,25 @@ def test_report_on_a_run_written_by_abqa_evaluate(shared_data, tmp_path, capsys)
     capsys.readouterr()
     assert main(["report", str(run), "--bootstrap", "300"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("distilbert vs bert (300 paired questions, replayed prediction files)")
+    assert "\ndistilbert vs bert (300 paired questions, replayed prediction files)" in out
+    assert "NOT A RANDOM SAMPLE: --limit 300: the questions are the first 300 in file order" in out
     data = json.loads((run / "report.json").read_text())
     assert {arm["provenance"]["kind"] for arm in data["arms"].values()} == {"replay"}
     assert data["run"]["dataset"]["evaluated_questions"] == 300
+
+
+def test_the_real_pair_is_inferior_at_a_one_point_f1_margin(report):
+    """The project's question on the shared real pair: DistilBERT's F1 is about 3.8 points below BERT's, so with a
+    1-point margin the decision is `inferior`, and with a 5-point margin `non-inferior`."""
+    run = report.paths.json.parent
+    strict = build_report(run, n_resamples=2000, seed=SEED, baseline="bert", margins={"f1": 1.0, "em": 1.5})
+    rows = {row["metric"]: row for row in strict.data["noninferiority"]}
+    f1 = rows["f1"]
+    assert (f1["candidate"], f1["baseline"], f1["conclusion"]) == ("distilbert", "bert", "inferior")
+    assert f1["difference"] == pytest.approx(-3.78, abs=0.01)
+    assert f1["ci_low"] == pytest.approx(-4.3, abs=0.1) and f1["ci_high"] == pytest.approx(-3.25, abs=0.1)
+    assert rows["em"]["conclusion"] == "inferior"
+    assert strict.verdict[0].startswith("Decision: distilbert against bert: INFERIOR: do not ship. F1 -3.8 points")
+    lenient = build_report(run, n_resamples=2000, seed=SEED, baseline="bert", margins={"f1": 5.0})
+    assert lenient.data["noninferiority"][0]["conclusion"] == "non-inferior"
+    assert lenient.data["equivalence"][0]["conclusion"] == "equivalent"

@@ -9,13 +9,14 @@ from abqa.core.run.eval import EvalRecord, EvalStatus, RoutedInfo, read_eval_rec
 from abqa.core.run.folder import (EVAL_FILENAME, LOAD_CSV_FILENAME, LOAD_JSON_FILENAME, LOCUST_DIRNAME,
                                   META_FILENAME, PLOTS_DIRNAME, POOL_FILENAME, REPORT_HTML, REPORT_JSON, REPORT_MD,
                                   REQUESTS_FILENAME, RUN_FILES, RunFolder)
-from abqa.core.run.load import (LATENCY_KEYS, AnswerCheck, GeneratorView, LatencyPercentiles, LoadDocument, LoadRow, LoadTotals,
-                                PoolDataset, RequestLog, RequestLogTail, RequestRecord, ServerStepView, SloResult,
-                                StepRecord, WindowArm, read_request_records)
-from abqa.core.run.meta import (ArmInfo, ArmKind, ArmSummary, ClientInfo, DatasetInfo, LanguagePart, MachineInfo,
-                                QaSettings, RouterInfo, RouterRecordCounts, RunKind, RunMeta, RunStatus, ServerInfo,
-                                SquadV2Settings, TritonModel)
-from abqa.core.run.report import ArmReport, LoadStepReport, PairTest, Provenance, ReportData
+from abqa.core.run.load import (LATENCY_KEYS, AnswerCheck, GeneratorView, LatencyPercentiles, LoadDocument, LoadRow,
+                                LoadTotals, PoolDataset, RequestLog, RequestLogTail, RequestRecord, ServerStepView,
+                                SloResult, StepRecord, WindowArm, read_request_records)
+from abqa.core.run.meta import (ArmInfo, ArmKind, ArmSummary, ClientInfo, DatasetInfo, DecisionPlan, LanguagePart,
+                                MachineInfo, QaSettings, RouterInfo, RouterRecordCounts, RunKind, RunMeta, RunStatus,
+                                ServerInfo, SquadV2Settings, TritonModel)
+from abqa.core.run.report import (ArmReport, Equivalence, LoadStepReport, NonInferiority, PairTest, Provenance,
+                                  ReportData)
 
 __all__ = [
     "SCHEMA_VERSION", "Document", "Record", "describe_validation_error", "validate",
@@ -25,8 +26,9 @@ __all__ = [
     "LATENCY_KEYS", "AnswerCheck", "GeneratorView", "LatencyPercentiles", "LoadDocument", "LoadRow", "LoadTotals",
     "PoolDataset", "RequestLog", "RequestLogTail", "RequestRecord", "ServerStepView", "SloResult", "StepRecord",
     "WindowArm", "read_request_records",
-    "ArmInfo", "ArmKind", "ArmSummary", "ClientInfo", "DatasetInfo", "LanguagePart", "MachineInfo", "QaSettings",
+    "ArmInfo", "ArmKind", "ArmSummary", "ClientInfo", "DatasetInfo", "DecisionPlan", "LanguagePart", "MachineInfo",
+    "QaSettings",
     "RouterInfo", "RouterRecordCounts", "RunKind", "RunMeta", "RunStatus", "ServerInfo", "SquadV2Settings",
     "TritonModel",
-    "ArmReport", "LoadStepReport", "PairTest", "Provenance", "ReportData",
+    "ArmReport", "Equivalence", "LoadStepReport", "NonInferiority", "PairTest", "Provenance", "ReportData",
 ]

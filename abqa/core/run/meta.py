@@ -101,6 +101,7 @@ class ArmInfo(Record):
     revision: str | None = None
     architecture: str | None = None
     variant: str | None = None      # fp32, O1..O4, int8
+    base_arm: str | None = None     # a variant's fp32 arm (bert-int8 -> bert): the report's speed-up and agreement
     parameters: int | None = None
     onnx_file_size: int | None = None
     onnx_sha256: str | None = None
@@ -115,6 +116,15 @@ class ArmInfo(Record):
     missing_ids: int = 0            # questions a replay file has no answer for
     failed: int = 0                 # questions whose request failed for good
     routed: bool = False            # answers to live traffic through `abqa router`
+
+
+class DecisionPlan(Record):
+    """The shipping question, declared before the data: the baseline arm every other arm is a candidate against, and
+    per metric the margin (points) by which a candidate may fall below it and still count as non-inferior."""
+
+    baseline: str | None = None
+    margins: dict[str, float] = {}  # metric (f1, em) -> margin in points
+    declared_at: str | None = None  # when it was first recorded (ISO 8601, UTC)
 
 
 class ServerInfo(Record):
@@ -188,6 +198,7 @@ class RunMeta(Document):
     records: int                    # lines in eval.jsonl when this was written
     summary: dict[str, ArmSummary] = {}
     router: RouterInfo | None = None
+    decision: DecisionPlan | None = None    # --baseline / --margin as declared on `abqa evaluate` or `benchmark`
 
     @property
     def squad_version(self) -> str | None:

@@ -8,7 +8,7 @@ objects here: they are shown, not computed on, by the readers.
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import field_validator
 
@@ -155,6 +155,10 @@ class PairTest(Record):
     effect_sizes: StatBlock | None = None
     power: StatBlock | None = None
     latency: StatBlock | None = None
+    failures: StatBlock | None = None       # failed/missing per arm, McNemar on failed vs answered
+    signflip: StatBlock | None = None       # the verdict's test: EM and F1 differences, CI and p, raw and adjusted
+    assumptions: StatBlock | None = None    # normality of the F1 differences; which test the verdict rests on
+    agreement: StatBlock | None = None      # share of identical answer texts
 
 
 class RunFacts(Record):
@@ -183,6 +187,8 @@ class ReportSettingsInfo(Record):
     power: float
     bootstrap: str
     multiple_comparisons: str
+    latency_bootstrap: str | None = None
+    verdict_test: str | None = None
 
 
 class LoadFacts(Record):
@@ -207,6 +213,35 @@ class LoadFacts(Record):
     generator_flags: dict[str, str] | None = None   # step -> "saturated" | "behind"
 
 
+class NonInferiority(Record):
+    """One candidate against the baseline on one metric: is it at most `margin` points worse?"""
+
+    candidate: str
+    baseline: str
+    metric: str                     # f1 | em
+    margin: float                   # points
+    difference: float               # candidate - baseline, points
+    ci_low: float | None            # two-sided 95% CI (Bonferroni-widened with several candidates)
+    ci_high: float | None
+    p_value: float                  # one-sided, H0: difference <= -margin (adjusted with the CI)
+    conclusion: Literal["non-inferior", "inferior", "inconclusive"]
+
+
+class Equivalence(Record):
+    """TOST beside non-inferiority: both one-sided tests of +-margin, the 1 - 2 alpha CI within the margins."""
+
+    candidate: str
+    baseline: str
+    metric: str
+    margin: float
+    difference: float
+    ci_low: float | None
+    ci_high: float | None
+    confidence: float
+    p_value: float                  # the larger of the two one-sided p-values
+    conclusion: Literal["equivalent", "not shown equivalent"]
+
+
 class ReportData(Document):
     FILENAME: ClassVar[str] = "report.json"
     WRITTEN_BY: ClassVar[str] = "abqa report"
@@ -220,6 +255,13 @@ class ReportData(Document):
     verdict: list[str]
     languages: StatBlock | None = None
     plots: dict[str, str] = {}      # plot name -> PNG path relative to the run folder
+    decision: StatBlock | None = None           # baseline, margins, declared (meta.json), chosen_after_data, ...
+    noninferiority: list[NonInferiority] = []
+    equivalence: list[Equivalence] = []
+    sample_caveats: list[str] = []              # why the questions are not a random sample (--limit, partial run)
+    variants: list[StatBlock] = []              # variant arms against their fp32 base: speed-up, agreement
+    where: StatBlock | None = None              # per token bucket / window count; latency lines in tokens
+    tradeoff: StatBlock | None = None           # F1 vs p95 vs sustained throughput, dominated arms, cost
 
     def to_dict(self) -> dict[str, Any]:
         """Blocks the analysis did not compute (a v1.1 run's squad_v2, a single-language run's languages) stay out
