@@ -340,6 +340,9 @@ def _candidate_line(candidate: str, rows: list[dict[str, Any]], detail: dict[str
         overall = "NON-INFERIOR: may ship"
     else:
         overall = "INCONCLUSIVE: the sample cannot tell"
+    if not detail.get("accuracy_meaningful", True):
+        # The figures still show the procedure at work; a ship/do-not-ship word would read as a finding.
+        overall = "NO DECISION: a stand-in's accuracy is meaningless (untrained weights)"
     family = detail.get("family", 1)
     level = 1 - 2 * NONINFERIORITY_ALPHA / family
     parts = []
@@ -352,8 +355,6 @@ def _candidate_line(candidate: str, rows: list[dict[str, Any]], detail: dict[str
     text = (f"Decision: {candidate} against {baseline}: {overall}. " + "; ".join(parts)
             + f" ({METHOD}, {detail.get('paired_questions', 0):,} questions both answered{adjusted}).")
     caveats = []
-    if not detail.get("accuracy_meaningful", True):
-        caveats.append("a stand-in is involved: this accuracy decision is meaningless")
     if decision.get("chosen_after_data"):
         caveats.append("the margin was chosen after the data (not declared in meta.json)")
     caveats += data.get("sample_caveats") or []

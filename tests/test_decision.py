@@ -113,6 +113,18 @@ def test_noninferiority_inside_at_and_outside_the_margin(tmp_path, true_diff, ex
                                   else "not shown equivalent")
 
 
+def test_a_stand_in_pair_gets_the_figures_but_no_shipping_word(tmp_path):
+    candidate, baseline = shifted_pair(2000, -0.002)
+    run = write_run(tmp_path / "standins", records("distilbert", candidate) + records("bert", baseline),
+                    {"distilbert": served(standin=True), "bert": served(standin=True)},
+                    decision=DecisionPlan(baseline="bert", margins={"f1": 1.0}, declared_at="2026-01-01T00:00:00Z"))
+    report = build_report(run, n_resamples=RESAMPLES)
+    assert report.data["noninferiority"][0]["conclusion"] == "non-inferior"  # the procedure still runs
+    first = report.verdict[0]
+    assert first.startswith("Decision: distilbert against bert: NO DECISION: a stand-in's accuracy is meaningless")
+    assert "may ship" not in first and "non-inferior (one-sided" in first
+
+
 def test_a_margin_given_only_to_report_is_marked_as_chosen_after_the_data(tmp_path, capsys):
     candidate, baseline = shifted_pair(500, -0.03)
     run = write_run(tmp_path / "late", records("distilbert", candidate) + records("bert", baseline),
