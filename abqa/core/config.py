@@ -36,6 +36,11 @@ MAX_ANSWER_LENGTH = 30
 # merges requests of identical shape, so a few length buckets keep short inputs cheap and still batch.
 PAD_MULTIPLE = 64
 
+# Requests Triton's dynamic batcher holds per model before it rejects more at once (UNAVAILABLE "Exceeds maximum
+# queue size"): under overload the server answers what it can and refuses the rest quickly, instead of letting the
+# queue grow until PyTriton's python backend crashes (docs/reliability.md). A model serves max_batch_size at a time.
+DEFAULT_MAX_QUEUE_SIZE = 32
+
 DEFAULT_MODEL_REPOSITORY = Path("model_repository")
 DEFAULT_RUNS_DIR = Path("runs")
 
