@@ -344,6 +344,9 @@ class FakeClient:
     def server_live(self):
         return self.live
 
+    def model_ready(self, _model):
+        return self.live
+
 
 @pytest.fixture(scope="module")
 def bert_tokenizer():
@@ -392,7 +395,7 @@ def test_a_failed_request_is_recorded_and_a_dead_server_ends_the_run(bert_tokeni
     busy = InferFailed("model bert: StatusCode.UNAVAILABLE", transient=True, attempts=4)
     record = answer_or_fail(fake_served_arm(bert_tokenizer, FakeClient(bert_tokenizer, fail=busy, live=True)), question)
     assert record.status == "failed"
-    with pytest.raises(ServerGone, match="stopped answering"):
+    with pytest.raises(ServerGone, match="stopped answering for arm bert"):
         answer_or_fail(fake_served_arm(bert_tokenizer, FakeClient(bert_tokenizer, fail=busy, live=False)), question)
     # Anything else that goes wrong with one question is recorded too, never a crash.
     record = answer_or_fail(fake_served_arm(bert_tokenizer, FakeClient(bert_tokenizer, fail=RuntimeError("oops"))),
