@@ -65,6 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"abqa {args.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        # A full disk, a read-only folder, a file that went away: one line, not a traceback (-v shows it).
+        if args.verbose:
+            raise
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"abqa {args.command}: error:{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
