@@ -258,11 +258,14 @@ class StopSignals:
         self._stopping = True
 
     def _handle(self, signum, _frame) -> None:
-        if self._stopping:
-            self._exit_now(signum)
         if self._critical:
             self._pending = signum
             return
+        self._raise_or_exit(signum)
+
+    def _raise_or_exit(self, signum: int) -> None:
+        if self._stopping:
+            self._exit_now(signum)
         self._stopping = True
         raise Interrupted(signal.Signals(signum).name)
 
@@ -283,8 +286,7 @@ class StopSignals:
             self._critical -= 1
         if not self._critical and self._pending is not None:
             signum, self._pending = self._pending, None
-            self._stopping = True
-            raise Interrupted(signal.Signals(signum).name)
+            self._raise_or_exit(signum)
 
 
 class RecordWriter:
@@ -585,7 +587,8 @@ def _run(options: EvalOptions, dataset: SquadDataset, questions: list[SquadQuest
             final = _build_meta(options, dataset, questions, previous, workers, replays, records, server_info,
                                 status, sampler, message)
             try:
-                write_meta(final, meta_path)   # before the server stops (seconds): the run's outcome is saved first
+                with stop.critical():   # even a second signal waits for this (milliseconds): never left "running"
+                    write_meta(final, meta_path)   # before the server stops (seconds): the outcome is saved first
             except OutputFailed as exc:
                 status, message = STATUS_FAILED_RUN, f"{message + '; ' if message else ''}{exc}"
         started.close()

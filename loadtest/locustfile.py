@@ -24,7 +24,8 @@ from abqa.core.errors import AbqaError
 from abqa.loadtest import traffic
 from abqa.loadtest.final_csv import write_final_csvs
 from abqa.loadtest.pool import DEFAULT_POOL_SIZE, PoolItem, RequestPool, build_pool
-from abqa.triton.client import DEFAULT_TIMEOUT_S, InferFailed, RetryPolicy, TritonClient, make_grpc_gevent_safe
+from abqa.triton.client import (DEFAULT_TIMEOUT_S, InferFailed, RetryPolicy, TritonClient, describe,
+                               make_grpc_gevent_safe)
 from abqa.triton.endpoint import Endpoint
 
 log = logging.getLogger("abqa.loadtest")
@@ -98,6 +99,11 @@ def complete_csvs(environment, **_kwargs) -> None:
         write_final_csvs(environment, prefix)
 
 
+class TritonFailure(Exception):
+    """What Triton said about a failed request (e.g. "503: Exceeds maximum queue size"): Locust records the repr of
+    the exception, and tritonclient's own has none of the message."""
+
+
 class QAUser(User):
     """One client asking SQuAD questions as fast as the answers come back."""
 
@@ -148,7 +154,7 @@ class QAUser(User):
             answer = self.triton.request(arm, request.tensors[arm], outputs)
             received = sum(array.nbytes for array in answer.values())
         except InferFailed as exc:  # Locust reports the request under the arm's name: the cause is the message
-            error = exc.__cause__ or exc
+            error = TritonFailure(describe(exc.__cause__)) if exc.__cause__ is not None else exc
         except Exception as exc:  # every way a request can fail is a failure of that arm, with its message
             error = exc
         self.environment.events.request.fire(

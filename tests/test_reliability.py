@@ -6,6 +6,7 @@ run, never as a traceback. Servers killed by signal: test_reliability_servers.py
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import random
@@ -375,6 +376,27 @@ def test_fuzzed_squad_prediction_and_run_files_give_named_errors_or_scores_never
         assert "Traceback" not in captured.err
         outcomes["scored" if code == 0 else "named error"] += 1
     assert outcomes["scored"] and outcomes["named error"]   # the loop did reach both ends
+
+
+# --- overload: the queue bound ---------------------------------------------------------------------------------------
+
+
+def test_the_queue_bound_goes_from_the_export_through_config_pbtxt_to_the_server(tiny_repository):
+    from abqa.core.config import DEFAULT_MAX_QUEUE_SIZE
+    from abqa.serve.repository import read_arm_model_config
+    from abqa.serve.server import queue_bound
+    from test_serve import pytriton_config_for
+
+    arm = read_arm_model_config(tiny_repository, "bert")
+    assert "default_queue_policy" in (tiny_repository / "bert" / "config.pbtxt").read_text()
+    assert arm.max_queue_size == DEFAULT_MAX_QUEUE_SIZE
+    assert [queue_bound(arm, override) for override in (None, 0, 3)] == [DEFAULT_MAX_QUEUE_SIZE, 0, 3]
+    exported_before = dataclasses.replace(arm, max_queue_size=0)   # a config.pbtxt without a queue policy
+    assert queue_bound(exported_before, None) == DEFAULT_MAX_QUEUE_SIZE
+    with pytest.raises(AbqaError, match="--max-queue-size"):
+        queue_bound(arm, -1)
+    assert pytriton_config_for(arm, 5)["dynamic_batching"]["defaultQueuePolicy"]["maxQueueSize"] == 5
+    assert "defaultQueuePolicy" not in pytriton_config_for(arm, 0)["dynamic_batching"]
 
 
 # --- router, app -------------------------------------------------------------------------------------------------------
