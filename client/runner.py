@@ -591,6 +591,8 @@ def _run(options: EvalOptions, dataset: SquadDataset, questions: list[SquadQuest
                     write_meta(final, meta_path)   # before the server stops (seconds): the outcome is saved first
             except OutputFailed as exc:
                 status, message = STATUS_FAILED_RUN, f"{message + '; ' if message else ''}{exc}"
+        if status == STATUS_INTERRUPTED and server_handle is not None:
+            server_handle.let_stop()   # asked to stop now: the server stops on its own, not waited for
         started.close()
     kinds = arm_kinds(options, workers)
     summaries = summarize(records, options.arm_names, kinds, {q.id for q in questions})

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -52,6 +53,7 @@ class ServerHandle:
     models: tuple[str, ...]
     log_path: Path
     _owned_log_dir: Path | None = field(default=None, repr=False)
+    _left_to_stop: bool = field(default=False, repr=False)
 
     @property
     def pid(self) -> int:
@@ -95,8 +97,17 @@ class ServerHandle:
                 total += process.memory_info().rss
         return total
 
+    def let_stop(self) -> None:
+        """SIGTERM without waiting: the server stops on its own, tritonserver with it, within seconds (its guardian
+        sees to that if it cannot); stop() then returns at once. For a run that was interrupted: it stops now."""
+        if self.is_running():
+            self.process.send_signal(signal.SIGTERM)
+        self._left_to_stop = True
+
     def stop(self, timeout_s: float = 60.0) -> int | None:
         """SIGTERM, wait for the clean shutdown, then make sure nothing of the tree is left. Returns the exit code."""
+        if self._left_to_stop:
+            return self.process.poll()
         tree = self.processes()[1:]
         stop_process(self.process, grace_s=timeout_s)
         reap(tree)
