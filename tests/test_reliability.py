@@ -131,6 +131,20 @@ def test_two_evaluations_started_together_on_one_folder_write_each_pair_once(tmp
     assert len(pairs) == len(set(pairs)) == total
 
 
+def test_the_report_flags_a_folder_with_repeated_pairs(tmp_path, capsys):
+    # As two writers at once left it before the lock (or an older abqa that appended retries).
+    squad, predictions, total = squad_and_predictions(tmp_path)
+    out = tmp_path / "run"
+    assert main(evaluate_args(squad, predictions, out)) == 0
+    eval_path = RunFolder(out).eval
+    eval_path.write_text(eval_path.read_text() * 2)
+    capsys.readouterr()
+    assert main(["report", str(out), "--bootstrap", "100"]) == 0
+    assert f"abqa report: WARNING model: {total} (question, arm) pairs appear more than once" in capsys.readouterr().err
+    notes = json.loads(RunFolder(out).report_json.read_text())["notes"]
+    assert any(note.startswith(f"WARNING model: {total} ") for note in notes)
+
+
 # --- signals --------------------------------------------------------------------------------------------------------
 
 SECOND_SIGNAL = textwrap.dedent("""
