@@ -104,13 +104,20 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_benchmark(args: argparse.Namespace) -> BenchmarkResult:
+    from abqa.core.run import RunFolder
+
+    run_dir = args.out or DEFAULT_RUNS_DIR / datetime.now().strftime("benchmark-%Y%m%d-%H%M%S")
+    # One writer per run folder, for the whole pipeline (the stages take the same lock, re-entrantly).
+    with RunFolder(run_dir).lock("abqa benchmark"):
+        return _benchmark_in(args, run_dir)
+
+
+def _benchmark_in(args: argparse.Namespace, run_dir: Path) -> BenchmarkResult:
     from abqa.core.hub import hub_reachable
     from abqa.export.cli import arm_specs_from_args, export_options_from_args
     from abqa.export.pipeline import export_arms
     from abqa.serve.process import server_for_run
 
-    run_dir = args.out or DEFAULT_RUNS_DIR / datetime.now().strftime("benchmark-%Y%m%d-%H%M%S")
-    run_dir.mkdir(parents=True, exist_ok=True)
     if not args.offline and not hub_reachable():
         print(OFFLINE_NOTICE, flush=True)
         args.offline = True

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from abqa import __version__
@@ -58,13 +59,28 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.run(args) or 0)
+        code = int(args.run(args) or 0)
     except AbqaError as exc:
         print(f"abqa {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"abqa {args.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        # A full disk, a read-only folder, a file that went away: one line, not a traceback (-v shows it).
+        if args.verbose:
+            raise
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"abqa {args.command}: error:{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    if argv is None and getattr(args, "exit_at_once", False):
+        # An interrupted run has saved and said everything: the interpreter's teardown (torch's, a second or more)
+        # is not worth waiting for. Only as the `abqa` command: a caller of main() gets its exit code back.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
+from pathlib import Path
 
 from abqa.analysis.stats import DEFAULT_RESAMPLES, DEFAULT_SEED
 from abqa.flags import add_cost_argument, add_decision_arguments, add_mlflow_argument
@@ -35,12 +38,19 @@ def _positive_int(text: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from abqa.analysis.report import build_report
+    from abqa.core.run import RunFolder
     from abqa.integrations.mlflow_tracking import track_stage
 
-    report = build_report(args.run_dir, n_resamples=args.bootstrap, seed=args.seed, baseline=args.baseline,
-                          margins=args.margin, cost_per_hour=args.cost_per_hour)
+    folder = RunFolder(Path(args.run_dir))
+    # One writer per run folder: not while a stage still writes it (a missing folder is build_report's error).
+    with folder.lock("abqa report") if folder.path.is_dir() else contextlib.nullcontext():
+        report = build_report(args.run_dir, n_resamples=args.bootstrap, seed=args.seed, baseline=args.baseline,
+                              margins=args.margin, cost_per_hour=args.cost_per_hour)
     for line in report.verdict:
         print(line)
+    for line in report.data.get("notes", []):
+        if line.startswith("WARNING"):
+            print(f"abqa report: {line}", file=sys.stderr)
     print()
     print(f"HTML:     {report.paths.html}")
     print(f"Markdown: {report.paths.markdown}")

@@ -335,8 +335,10 @@ def _notes(data: dict[str, Any]) -> list[str]:
             notes.append(f"{arm}: {summary['failed']} failed and {summary['missing']} missing answers are left out of "
                          "accuracy and latency; how often each arm fails is compared on its own (Failures).")
         if summary["duplicates"]:
-            notes.append(f"{arm}: {summary['duplicates']} repeated records for an already answered question; "
-                         "the last one is used.")
+            notes.append(f"WARNING {arm}: {summary['duplicates']} (question, arm) pairs appear more than once in "
+                         "eval.jsonl (two runs wrote the folder at once, which abqa now refuses, or an older abqa "
+                         "appended retries); the last record of each is used, and its latency may be that of a "
+                         "contended run: evaluate again into a new folder to be sure.")
         if summary["provenance"]["inferred"] and summary["provenance"]["kind"] != "unknown":
             notes.append(f"{arm}: meta.json does not say how it was produced; taken for "
                          f"{summary['provenance']['kind']}.")

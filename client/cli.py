@@ -97,5 +97,6 @@ def run_command(args: argparse.Namespace) -> int:
 
     if result.status == STATUS_COMPLETE:
         return track_stage(args.mlflow, result.out, "evaluate", 0)
+    args.exit_at_once = result.status == STATUS_INTERRUPTED   # Ctrl+C: no teardown to wait for (abqa.cli)
     return track_stage(args.mlflow, result.out, "evaluate",
                        EXIT_INTERRUPTED if result.status == STATUS_INTERRUPTED else EXIT_FAILED)

@@ -11,12 +11,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
 import random
 import shlex
 import signal
 import sys
 import threading
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
@@ -29,6 +30,7 @@ from abqa.core.records import STANDIN_WARNING
 from abqa.core.run import (ArmInfo, ClientInfo, DatasetInfo, DecisionPlan, EvalRecord, LanguagePart, MachineInfo,
                            QaSettings, RunFolder, RunMeta, RunStatus, ServerInfo, SquadV2Settings, read_eval_records,
                            write_eval_records)
+from abqa.core.run.lock import RunFolderUnwritable, cannot_write
 from abqa.core.run.document import record_line
 from abqa.core.scoring import ScoringRule
 from abqa.core.squad import SquadDataset, SquadQuestion, select_questions
@@ -37,7 +39,7 @@ from abqa.client.arms import STATUS_FAILED, ReplayArm, ServedArm, utc_now
 from abqa.client.resources import PeakSampler, client_peak_rss_mb, find_server_process
 from abqa.client.summary import KIND_STANDIN, ArmSummary, format_table, summarize
 from abqa.client.summary import answerability_groups, format_group_table, summarize_by_group
-from abqa.triton.client import InferFailed, RetryPolicy
+from abqa.triton.client import HEALTH_TIMEOUT_S, InferFailed, RetryPolicy
 from abqa.triton.endpoint import Endpoint
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,10 @@ STATUS_RUNNING, STATUS_COMPLETE, STATUS_INTERRUPTED, STATUS_FAILED_RUN = (
     RunStatus.RUNNING, RunStatus.COMPLETE, RunStatus.INTERRUPTED, RunStatus.FAILED)
 # Replayed records cost nothing to make: write them in blocks rather than one fsync each.
 _REPLAY_BLOCK = 500
+# Failed answers in a row that mean the server, not the model, is broken: the run stops (see _FailureStreak).
+FAILURE_STREAK_LIMIT = 10
+# An answer still pending after this long has the server's health asked every PROBE_INTERVAL_S (see _ServerWatch).
+PROBE_AFTER_S, PROBE_INTERVAL_S = 5.0, 2.0
 
 
 @dataclass
@@ -98,7 +104,11 @@ class Interrupted(BaseException):
 
 
 class ServerGone(Exception):
-    """The server stopped answering altogether: nothing more can be evaluated in this run."""
+    """The server stopped answering (or answers nothing but errors): nothing more can be evaluated in this run."""
+
+
+class OutputFailed(Exception):
+    """The run folder stopped taking writes (disk full, read-only): the run stops, what was written stays."""
 
 
 # --- pure pieces ---------------------------------------------------------------------------------------------------
@@ -238,11 +248,15 @@ def load_records(path: Path) -> list[EvalRecord]:
 
 
 class StopSignals:
-    """SIGINT/SIGTERM raise Interrupted in the main thread, but never in the middle of writing a record."""
+    """SIGINT/SIGTERM raise Interrupted in the main thread, but never in the middle of writing a record; once the run
+    is stopping (the first signal, or its clean-up has begun), another one ends the process at once, without a
+    traceback: what is written stays, and `resume` says how to go on."""
 
-    def __init__(self) -> None:
+    def __init__(self, resume: str | None = None) -> None:
+        self.resume = resume
         self._critical = 0
         self._pending: int | None = None
+        self._stopping = False
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> "StopSignals":
@@ -255,11 +269,29 @@ class StopSignals:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
 
+    def stopping(self) -> None:
+        """From now on (the run's clean-up) a signal ends the process at once."""
+        self._stopping = True
+
     def _handle(self, signum, _frame) -> None:
         if self._critical:
             self._pending = signum
             return
+        self._raise_or_exit(signum)
+
+    def _raise_or_exit(self, signum: int) -> None:
+        if self._stopping:
+            self._exit_now(signum)
+        self._stopping = True
         raise Interrupted(signal.Signals(signum).name)
+
+    def _exit_now(self, signum: int) -> None:
+        resume = f"; resume with:\n  {self.resume}" if self.resume else ""
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            print(f"abqa evaluate: {signal.Signals(signum).name} again: stopped at once (every answer written so far "
+                  f"is kept){resume}", file=sys.stderr, flush=True)
+        os._exit(128 + signum)
 
     @contextlib.contextmanager
     def critical(self) -> Iterator[None]:
@@ -270,27 +302,32 @@ class StopSignals:
             self._critical -= 1
         if not self._critical and self._pending is not None:
             signum, self._pending = self._pending, None
-            raise Interrupted(signal.Signals(signum).name)
+            self._raise_or_exit(signum)
 
 
 class RecordWriter:
-    """Appends records to eval.jsonl and fsyncs; replayed records are buffered into blocks."""
+    """Appends records to eval.jsonl and fsyncs; replayed records are buffered into blocks. A write that fails
+    (disk full, read-only) is cut back off the file, so that no torn line is left, and raises OutputFailed."""
 
     def __init__(self, path: Path, stop: StopSignals):
         self.path = path
         self.stop = stop
         self.buffer: list[EvalRecord] = []
         self.written: list[EvalRecord] = []
+        self.broken = False
 
     def __enter__(self) -> "RecordWriter":
-        self.handle = open(self.path, "a", encoding="utf-8")
+        try:
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except OSError as exc:
+            raise OutputFailed(f"cannot write {self.path} ({exc.strerror})") from None
         return self
 
     def __exit__(self, *_exc) -> None:
         try:
             self.flush()
         finally:
-            self.handle.close()
+            os.close(self.fd)
 
     def add(self, records: Sequence[EvalRecord], *, durable: bool) -> None:
         self.buffer.extend(records)
@@ -298,44 +335,83 @@ class RecordWriter:
             self.flush()
 
     def flush(self) -> None:
-        if not self.buffer:
+        if not self.buffer or self.broken:
             return
         with self.stop.critical():
-            text = "".join(record_line(record) for record in self.buffer)
-            self.handle.write(text)
-            self.handle.flush()
-            os.fsync(self.handle.fileno())
+            data = "".join(record_line(record) for record in self.buffer).encode("utf-8")
+            try:
+                append_whole(self.fd, data)
+            except OSError as exc:
+                self.broken = True   # what is still buffered is made again on resume
+                raise OutputFailed(f"cannot write {self.path} ({exc.strerror})") from None
             self.written.extend(self.buffer)
             self.buffer = []
+
+
+def append_whole(fd: int, data: bytes) -> None:
+    """All of `data` at the end of the file, fsynced; or, when a write fails, none of it (cut back off)."""
+    size = os.fstat(fd).st_size
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, size)
+        raise
+
+
+def write_meta(meta: RunMeta, path: Path) -> None:
+    try:
+        meta.write(path)
+    except OSError as exc:
+        raise OutputFailed(f"cannot write {path} ({exc.strerror})") from None
 
 
 # --- the run -------------------------------------------------------------------------------------------------------
 
 
 class _Worker:
-    """One thread per served arm: its Triton client lives and is used only there (tritonclient is not thread-safe)."""
+    """One thread per served arm: its Triton client lives and is used only there (tritonclient is not thread-safe).
+
+    A daemon thread: a request still in flight when the run stops is abandoned with it (its pair is not written,
+    so a resume asks again) instead of holding the process up to --timeout x retries.
+    """
 
     def __init__(self, arm: ServedArm):
         self.arm = arm
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"arm-{arm.name}")
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=self._serve, name=f"arm-{arm.name}", daemon=True).start()
 
     def submit(self, fn, *args) -> Future:
-        return self.executor.submit(fn, *args)
+        future: Future = Future()
+        self._jobs.put((future, fn, args))
+        return future
+
+    def _serve(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            future, fn, args = job
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on the future
+                future.set_exception(exc)
 
     def shutdown(self) -> None:
-        self.executor.submit(self.arm.close)
-        self.executor.shutdown(wait=False, cancel_futures=False)
+        self.submit(self.arm.close)
+        self._jobs.put(None)
 
 
 def answer_or_fail(arm: ServedArm, question: SquadQuestion) -> EvalRecord:
-    """A served answer, or a failed record; ServerGone when the server no longer answers at all."""
+    """A served answer, or a failed record when the model failed; ServerGone when the server no longer serves the
+    arm (dead, shutting down: NOT_FOUND while it unloads the models, UNAVAILABLE, connection refused)."""
     started_at = utc_now()
     try:
         return arm.answer(question)
     except InferFailed as exc:
-        if exc.transient and not arm.client.server_live():
-            raise ServerGone(f"the server at {arm.client.endpoint} stopped answering "
-                             f"(arm {arm.name}, question {question.id}: {exc})") from None
+        if not serves(arm.client, arm.name):
+            raise ServerGone(f"the server at {arm.client.endpoint} stopped answering for arm {arm.name} "
+                             f"(question {question.id}: {exc})") from None
         log.warning("arm %s, question %s: failed: %s", arm.name, question.id, exc)
         return arm.failed_record(question, started_at, str(exc))
     except Exception as exc:  # noqa: BLE001 - one bad question must not end the run; it is recorded
@@ -343,38 +419,132 @@ def answer_or_fail(arm: ServedArm, question: SquadQuestion) -> EvalRecord:
         return arm.failed_record(question, started_at, f"{type(exc).__name__}: {exc}")
 
 
+def serves(client, model: str) -> bool:
+    """The health probe after an error: the server is live and the model ready."""
+    return client.server_live() and client.model_ready(model)
+
+
+class _FailureStreak:
+    """Failed answers in a row are held back: the next answer that comes back writes them (the model failed on
+    those questions); `limit` failures in a row stop the run instead (ServerGone: a server that answers nothing but
+    errors is broken), and the held pairs stay unanswered, so that a resume asks for them again."""
+
+    def __init__(self, limit: int = FAILURE_STREAK_LIMIT):
+        self.limit = limit
+        self.held: list[EvalRecord] = []
+
+    def admit(self, record: EvalRecord) -> list[EvalRecord]:
+        """The records to write now."""
+        if record.status != STATUS_FAILED:
+            ready, self.held = [*self.held, record], []
+            return ready
+        self.held.append(record)
+        if len(self.held) >= self.limit:
+            raise ServerGone(f"{len(self.held)} answers failed in a row (the last: arm {record.arm}, question "
+                             f"{record.id}: {record.error}); the server answers nothing but errors")
+        return []
+
+    def release(self) -> list[EvalRecord]:
+        """At the end of the run: the failures still held are the model's."""
+        held, self.held = self.held, []
+        return held
+
+
+class _ServerWatch:
+    """While an answer is slow, the server's health is asked every PROBE_INTERVAL_S from the main thread (its own
+    client): a server that stops answering ends the run in seconds rather than after --timeout x retries."""
+
+    def __init__(self, endpoint: Endpoint | None):
+        self.endpoint = endpoint
+        self._client = None
+
+    def wait(self, futures: set[Future], what: str) -> tuple[set[Future], set[Future]]:
+        """wait(futures, FIRST_EXCEPTION), probing the server's health while nothing comes back."""
+        waited = 0.0
+        while True:
+            done, pending = wait(futures, timeout=PROBE_INTERVAL_S, return_when=FIRST_EXCEPTION)
+            if done or not pending:
+                return done, pending
+            waited += PROBE_INTERVAL_S
+            if waited >= PROBE_AFTER_S and self.endpoint is not None and not self._live():
+                raise ServerGone(f"the server at {self.endpoint} stopped answering health checks while {what}")
+
+    def result(self, future: Future, what: str):
+        self.wait({future}, what)
+        return future.result()
+
+    def _live(self) -> bool:
+        from abqa.triton.client import TritonClient
+
+        if self._client is None:
+            self._client = TritonClient(self.endpoint, timeout_s=HEALTH_TIMEOUT_S, retry=RetryPolicy(attempts=1))
+        return self._client.server_live()
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+
 def run_evaluation(options: EvalOptions) -> EvalResult:
     validate_options(options)
     dataset = data_sources.resolve(options.squad, options.version)
     questions = select_questions(dataset, limit=options.limit, sample=options.sample, seed=options.seed)
-    out = Path(options.out)
-    out.mkdir(parents=True, exist_ok=True)
-    folder = RunFolder(out)
-    meta_path, eval_path = folder.meta, folder.eval
-    previous = folder.read_meta()
-    check_resumable(previous, dataset, options)
+    replays = _load_replays(options, dataset)   # before the run folder exists: a bad file leaves nothing behind
+    folder = RunFolder(Path(options.out))
+    with contextlib.ExitStack() as stack:
+        _hold_lock(stack, folder, options)
+        stop = stack.enter_context(StopSignals(resume_command(options)))
+        try:
+            previous, existing = _prepare(folder, options, dataset, replays)
+        except Interrupted as exc:
+            return EvalResult(folder.path, STATUS_INTERRUPTED, [], f"interrupted by {exc}", resume_command(options))
+        return _run(options, dataset, questions, replays, folder, previous, existing, stop)
 
-    existing = load_records(eval_path)
-    if options.retry_failed and any(r.status == STATUS_FAILED for r in existing):
-        kept = [r for r in existing if r.status != STATUS_FAILED]
-        log.warning("--retry-failed: asking again for %d failed (id, arm) pair(s)", len(existing) - len(kept))
-        write_eval_records(eval_path, kept)
-        existing = kept
-    if options.decision is not None and (previous is None or previous.decision is None) and existing:
-        raise AbqaError(f"--out {out} already holds {len(existing):,} answers without a declared margin: one declared "
-                        "now would come after the data. Resume without --baseline/--margin and give them to `abqa "
-                        "report`, where they are marked as chosen after the data, or use another --out")
-    done = {(record.id, record.arm) for record in existing}
-    if done:
-        log.warning("resuming %s: %d (id, arm) pair(s) already done are skipped", out, len(done))
 
+def _load_replays(options: EvalOptions, dataset: SquadDataset) -> dict[str, ReplayArm]:
     split_ids = set(dataset.ids())
     na_prob_files = dict(options.na_probs)
-    replays = {name: ReplayArm.load(name, Path(path), split_ids, rule=dataset.rule,
-                                    na_prob_path=na_prob_files.get(name))
-               for name, path in options.replays}
-    _check_replay_files(previous, replays, out)
+    return {name: ReplayArm.load(name, Path(path), split_ids, rule=dataset.rule, na_prob_path=na_prob_files.get(name))
+            for name, path in options.replays}
 
+
+def _hold_lock(stack: contextlib.ExitStack, folder: RunFolder, options: EvalOptions) -> None:
+    """The run folder's writer lock, for the whole run; a folder that cannot be written is one clear error."""
+    try:
+        stack.enter_context(folder.lock("abqa evaluate"))
+    except RunFolderUnwritable as exc:
+        raise RunFolderUnwritable(f"{exc}; then run again: {resume_command(options)}") from None
+
+
+def _prepare(folder: RunFolder, options: EvalOptions, dataset: SquadDataset,
+             replays: dict[str, ReplayArm]) -> tuple[RunMeta | None, list[EvalRecord]]:
+    """What the folder already holds, checked against this run: (meta.json, eval.jsonl's records)."""
+    previous = folder.read_meta()
+    check_resumable(previous, dataset, options)
+    _check_replay_files(previous, replays, folder.path)
+    try:
+        existing = load_records(folder.eval)
+        if options.retry_failed and any(r.status == STATUS_FAILED for r in existing):
+            kept = [r for r in existing if r.status != STATUS_FAILED]
+            log.warning("--retry-failed: asking again for %d failed (id, arm) pair(s)", len(existing) - len(kept))
+            write_eval_records(folder.eval, kept)
+            existing = kept
+    except OSError as exc:
+        raise cannot_write(folder.path, exc) from None
+    if options.decision is not None and (previous is None or previous.decision is None) and existing:
+        raise AbqaError(f"--out {folder.path} already holds {len(existing):,} answers without a declared margin: one "
+                        "declared now would come after the data. Resume without --baseline/--margin and give them to "
+                        "`abqa report`, where they are marked as chosen after the data, or use another --out")
+    if existing:
+        log.warning("resuming %s: %d (id, arm) pair(s) already done are skipped", folder.path,
+                    len({(record.id, record.arm) for record in existing}))
+    return previous, existing
+
+
+def _run(options: EvalOptions, dataset: SquadDataset, questions: list[SquadQuestion], replays: dict[str, ReplayArm],
+         folder: RunFolder, previous: RunMeta | None, existing: list[EvalRecord], stop: StopSignals) -> EvalResult:
+    meta_path, eval_path = folder.meta, folder.eval
+    done = {(record.id, record.arm) for record in existing}
     server_handle = None
     started = contextlib.ExitStack()    # the server this run started (--start-server), stopped at its end
     workers: dict[str, _Worker] = {}
@@ -383,6 +553,7 @@ def run_evaluation(options: EvalOptions) -> EvalResult:
     sampler = PeakSampler(None)
     server_info: dict = {"kind": None, "url": None, "protocol": None, "pid": None, "peak_rss_mb": None}
     writer: RecordWriter | None = None
+    watch = _ServerWatch(None)
     try:
         if options.arms:
             if options.start_server:
@@ -405,38 +576,60 @@ def run_evaluation(options: EvalOptions) -> EvalResult:
             server_info.update(url=endpoint.address, protocol=options.protocol)
             server_info["triton_version"] = _server_version(workers)
             sampler = PeakSampler(server_info["pid"])
+            watch = _ServerWatch(endpoint)
         meta = _build_meta(options, dataset, questions, previous, workers, replays, existing, server_info,
                            STATUS_RUNNING, sampler)
-        meta.write(meta_path)
+        write_meta(meta, meta_path)
         _announce_arms(workers, replays)
 
-        with StopSignals() as stop, sampler, RecordWriter(eval_path, stop) as writer:
-            _evaluate(questions, options, workers, replays, done, writer, stop)
+        with sampler, RecordWriter(eval_path, stop) as writer:
+            _evaluate(questions, options, workers, replays, done, writer, watch)
         status = STATUS_COMPLETE
     except Interrupted as exc:
         status, message = STATUS_INTERRUPTED, f"interrupted by {exc}"
     except ServerGone as exc:
-        status, message = STATUS_FAILED_RUN, str(exc)
+        status, message = STATUS_FAILED_RUN, str(exc) + _crash_note(server_handle)
+    except OutputFailed as exc:
+        status, message = STATUS_FAILED_RUN, f"{exc}; free space or make the folder writable"
     except BaseException as exc:
         message = f"{type(exc).__name__}: {exc}"
         raise
     finally:
+        stop.stopping()   # a second signal from here on ends the process at once
         for worker in workers.values():
             worker.shutdown()
+        watch.close()
         if server_handle is not None:
             with contextlib.suppress(Exception):
                 server_info["peak_rss_mb"] = sampler.peak_mb
-        started.close()
         records = existing + (writer.written if writer is not None else [])
         if meta_path.exists() or records:
             final = _build_meta(options, dataset, questions, previous, workers, replays, records, server_info,
                                 status, sampler, message)
-            final.write(meta_path)
+            try:
+                with stop.critical():   # even a second signal waits for this (milliseconds): never left "running"
+                    write_meta(final, meta_path)   # before the server stops (seconds): the outcome is saved first
+            except OutputFailed as exc:
+                status, message = STATUS_FAILED_RUN, f"{message + '; ' if message else ''}{exc}"
+        if status == STATUS_INTERRUPTED and server_handle is not None:
+            server_handle.let_stop()   # asked to stop now: the server stops on its own, not waited for
+        started.close()
     kinds = arm_kinds(options, workers)
     summaries = summarize(records, options.arm_names, kinds, {q.id for q in questions})
     resume = resume_command(options) if status != STATUS_COMPLETE else None
-    return EvalResult(out, status, summaries, message, resume,
+    return EvalResult(folder.path, status, summaries, message, resume,
                       _breakdowns(records, options, questions, dataset.rule, kinds))
+
+
+def _crash_note(server) -> str:
+    """When the server this run started (--start-server) has exited: the end of its output, which says why."""
+    if server is None:
+        return ""
+    with contextlib.suppress(Exception):
+        server.process.wait(timeout=3)   # it notices a dead tritonserver within a second, then reports and exits
+    if server.is_running():
+        return ""
+    return f"; abqa serve exited with code {server.process.returncode}, its output ends:\n{server.log_tail(15)}"
 
 
 def _breakdowns(records: list[EvalRecord], options: EvalOptions, questions: list[SquadQuestion], rule: ScoringRule,
@@ -452,12 +645,14 @@ def _breakdowns(records: list[EvalRecord], options: EvalOptions, questions: list
 
 
 def _evaluate(questions: list[SquadQuestion], options: EvalOptions, workers: dict[str, _Worker],
-              replays: dict[str, ReplayArm], done: set[tuple[str, str]], writer: RecordWriter, stop: StopSignals) -> None:
+              replays: dict[str, ReplayArm], done: set[tuple[str, str]], writer: RecordWriter,
+              watch: _ServerWatch) -> None:
     from tqdm import tqdm
 
     arms = options.arm_names
     remaining = [(position, q) for position, q in enumerate(questions) if any((q.id, arm) not in done for arm in arms)]
     show = options.progress if options.progress is not None else sys.stderr.isatty()
+    streak = _FailureStreak()
     failed = 0
     with tqdm(total=len(questions), initial=len(questions) - len(remaining), unit="q", desc="evaluate",
               disable=not show, dynamic_ncols=True) as bar:
@@ -465,25 +660,29 @@ def _evaluate(questions: list[SquadQuestion], options: EvalOptions, workers: dic
             pending = [arm for arm in arm_order(arms, options.order, options.seed, question.id, position)
                        if (question.id, arm) not in done]
             if options.order == "parallel":
-                records = _answer_parallel(question, pending, workers, replays, writer)
+                records = _answer_parallel(question, pending, workers, replays, writer, watch, streak)
             else:
                 records = []
                 for arm in pending:
                     if arm in replays:
                         record = replays[arm].answer(question)
                         writer.add([record], durable=False)
+                        records.append(record)
                     else:
-                        record = workers[arm].submit(answer_or_fail, workers[arm].arm, question).result()
-                        writer.add([record], durable=True)
-                    records.append(record)
+                        future = workers[arm].submit(answer_or_fail, workers[arm].arm, question)
+                        answered = streak.admit(watch.result(future, f"arm {arm} answered question {question.id}"))
+                        writer.add(answered, durable=True)
+                        records += answered
             failed += sum(record.status == STATUS_FAILED for record in records)
             bar.update(1)
             if failed:
                 bar.set_postfix(failed=failed, refresh=False)
+    writer.add(streak.release(), durable=True)
 
 
 def _answer_parallel(question: SquadQuestion, pending: list[str], workers: dict[str, _Worker],
-                     replays: dict[str, ReplayArm], writer: RecordWriter) -> list[EvalRecord]:
+                     replays: dict[str, ReplayArm], writer: RecordWriter, watch: _ServerWatch,
+                     streak: _FailureStreak) -> list[EvalRecord]:
     """Every served arm in flight at once; each record is written as soon as its arm is done."""
     futures = {workers[arm].submit(answer_or_fail, workers[arm].arm, question): arm for arm in pending if arm in workers}
     records = [replays[arm].answer(question) for arm in pending if arm in replays]
@@ -491,14 +690,15 @@ def _answer_parallel(question: SquadQuestion, pending: list[str], workers: dict[
     not_done = set(futures)
     error: BaseException | None = None
     while not_done:
-        finished, not_done = wait(not_done, return_when=FIRST_EXCEPTION)
+        finished, not_done = watch.wait(not_done, f"arms {', '.join(futures[f] for f in not_done)} answered "
+                                                  f"question {question.id}")
         for future in finished:
             if future.exception() is not None:
                 error = error or future.exception()
                 continue
-            record = future.result()
-            writer.add([record], durable=True)
-            records.append(record)
+            answered = streak.admit(future.result())
+            writer.add(answered, durable=True)
+            records += answered
     if error is not None:
         raise error
     return records

@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from abqa.core.config import DEFAULT_ARMS, DEFAULT_MODEL_REPOSITORY
+from abqa.core.config import DEFAULT_ARMS, DEFAULT_MAX_QUEUE_SIZE, DEFAULT_MODEL_REPOSITORY
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,6 +42,9 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-batch-size", type=int, default=8, help="Triton max_batch_size (default: %(default)s)")
     parser.add_argument("--queue-delay-us", type=int, default=2000,
                         help="dynamic batching max queue delay in microseconds (default: %(default)s)")
+    parser.add_argument("--max-queue-size", type=int, default=DEFAULT_MAX_QUEUE_SIZE, metavar="N",
+                        help="requests the dynamic batcher holds before it rejects more (overload gets fast refusals "
+                        "rather than a crash); 0 = unbounded (default: %(default)s)")
     parser.add_argument("--instances", type=int, default=1, help="model instances per arm (default: %(default)s)")
     parser.add_argument("--gpu", action="store_true", help="instance_group KIND_GPU instead of KIND_CPU")
     parser.add_argument(
@@ -57,10 +60,10 @@ def export_options_from_args(args: argparse.Namespace, n_arms: int):
     from abqa.export.pipeline import ExportOptions
     from abqa.export.triton_config import BatchingConfig, InstanceConfig
 
-    if args.max_batch_size < 0 or args.instances < 1:
+    if args.max_batch_size < 0 or args.instances < 1 or args.max_queue_size < 0:
         from abqa.core.errors import AbqaError
 
-        raise AbqaError("--max-batch-size must be >= 0 and --instances >= 1")
+        raise AbqaError("--max-batch-size and --max-queue-size must be >= 0 and --instances >= 1")
     threads = args.intra_op_threads
     if threads is None:
         threads = max(1, cpu_count() // max(1, n_arms * args.instances))
@@ -72,7 +75,7 @@ def export_options_from_args(args: argparse.Namespace, n_arms: int):
         optimize=tuple(dict.fromkeys(args.optimize)),
         quantize=tuple(dict.fromkeys(args.quantize)),
         opset=args.opset,
-        batching=BatchingConfig(args.max_batch_size, preferred, args.queue_delay_us),
+        batching=BatchingConfig(args.max_batch_size, preferred, args.queue_delay_us, args.max_queue_size),
         instances=InstanceConfig("KIND_GPU" if args.gpu else "KIND_CPU", args.instances, threads),
         seed=args.seed,
     )

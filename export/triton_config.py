@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from abqa.core.config import DEFAULT_MAX_QUEUE_SIZE
+
 # ONNX TensorProto element types -> Triton data types.
 ONNX_TO_TRITON_DTYPE = {1: "TYPE_FP32", 6: "TYPE_INT32", 7: "TYPE_INT64", 10: "TYPE_FP16", 11: "TYPE_FP64", 9: "TYPE_BOOL"}
 
@@ -21,6 +23,8 @@ class BatchingConfig:
     max_batch_size: int = 8
     preferred_batch_sizes: tuple[int, ...] = (2, 4, 8)
     max_queue_delay_us: int = 2000
+    # Requests the dynamic batcher holds before it rejects more (overload gets fast refusals, not a crash); 0 = none.
+    max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,10 @@ def render_config_pbtxt(config: TritonModelConfig) -> str:
         lines.append(
             "dynamic_batching {\n"
             + (f"  preferred_batch_size: [ {preferred} ]\n" if preferred else "")
-            + f"  max_queue_delay_microseconds: {batching.max_queue_delay_us}\n}}"
+            + f"  max_queue_delay_microseconds: {batching.max_queue_delay_us}\n"
+            + (f"  default_queue_policy {{\n    max_queue_size: {batching.max_queue_size}\n  }}\n"
+               if batching.max_queue_size > 0 else "")
+            + "}"
         )
     lines.append(f"instance_group [\n  {{\n    count: {instances.count}\n    kind: {instances.kind}\n  }}\n]")
     if instances.intra_op_threads > 0:

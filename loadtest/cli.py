@@ -130,12 +130,14 @@ def run_command(args: argparse.Namespace) -> int:
     import contextlib
     import dataclasses
 
+    from abqa.core.run import RunFolder
     from abqa.integrations.mlflow_tracking import track_stage
     from abqa.loadtest import results
     from abqa.loadtest.runner import run_loadtest
 
     options = build_options(args)  # user errors surface before any server starts
     with contextlib.ExitStack() as stack:
+        stack.enter_context(RunFolder(options.out).lock("abqa loadtest"))   # one writer per run folder
         if args.start_server:
             from abqa.serve.process import server_for_run
 

@@ -41,7 +41,8 @@ from abqa.loadtest.answers import decode_window
 from abqa.loadtest.final_csv import write_final_csvs
 from abqa.loadtest.pool import DEFAULT_POOL_SIZE, DEFAULT_SEED, PoolItem, RequestPool, build_pool
 from abqa.loadtest.schedule import ARRIVALS, Arrival, run_schedule, schedule
-from abqa.triton.client import DEFAULT_TIMEOUT_S, InferFailed, RetryPolicy, TritonClient, make_grpc_gevent_safe
+from abqa.triton.client import (DEFAULT_TIMEOUT_S, InferFailed, RetryPolicy, TritonClient, describe,
+                               make_grpc_gevent_safe)
 from abqa.triton.endpoint import Endpoint
 
 log = logging.getLogger("abqa.loadtest")
@@ -208,6 +209,11 @@ def complete_files(environment, **_kwargs) -> None:
         Traffic.recorder.close()
 
 
+class TritonFailure(Exception):
+    """What Triton said about a failed request (e.g. "503: Exceeds maximum queue size"): Locust records the repr of
+    the exception, and tritonclient's own has none of the message."""
+
+
 class QAUser(User):
     """One client asking SQuAD questions: as fast as the answers come back (closed loop), or on a schedule drawn in
     advance (open loop, --rate)."""
@@ -286,7 +292,7 @@ class QAUser(User):
             answer = self.triton.request(arm, request.tensors[arm], outputs)
             received = sum(array.nbytes for array in answer.values())
         except InferFailed as exc:  # Locust reports the request under the arm's name: the cause is the message
-            error = exc.__cause__ or exc
+            error = TritonFailure(describe(exc.__cause__)) if exc.__cause__ is not None else exc
         except Exception as exc:  # every way a request can fail is a failure of that arm, with its message
             error = exc
         latency_ms = (time.perf_counter() - origin) * 1000.0

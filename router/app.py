@@ -16,6 +16,7 @@ This module does not use `from __future__ import annotations`: FastAPI reads the
 handler, which is built per app from the limits, from its live annotation.
 """
 
+import json
 import logging
 import random
 import threading
@@ -26,6 +27,8 @@ from dataclasses import asdict, dataclass
 from typing import Optional
 
 from fastapi import FastAPI, HTTPException, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, create_model
 
@@ -170,6 +173,13 @@ def create_app(policy: RoutingPolicy, backend: AnswerBackend, request_log: Reque
                   description="Routes extractive QA requests to the arms of an A/B experiment served by Triton, "
                               "and logs every answer.")
     app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request, exc: RequestValidationError):
+        # FastAPI's own handler echoes the input as UTF-8, which fails on a lone surrogate ("\\ud800", which
+        # pydantic refuses as a string) with a 500: the same 422, with everything escaped.
+        body = json.dumps({"detail": jsonable_encoder(exc.errors())}, ensure_ascii=True, default=str)
+        return Response(body, status_code=422, media_type="application/json")
 
     def draw() -> float:
         with rng_lock:

@@ -120,9 +120,11 @@ def run_router(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from abqa.core.run import RunFolder
     from abqa.router.export import export_log
 
-    result = export_log(args.db, args.out, experiment=args.experiment, squad=args.squad)
+    with RunFolder(args.out).lock("abqa router export-log"):
+        result = export_log(args.db, args.out, experiment=args.experiment, squad=args.squad)
     print(f"experiment {result.experiment}: {result.records} records ({result.scored} scored, {result.unscored} "
           f"unscored, {result.failed} failed) -> {result.out}/eval.jsonl, {result.out}/meta.json")
     print(f"report: abqa report {result.out}")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from abqa.core.config import DEFAULT_HOST, DEFAULT_MODEL_REPOSITORY, GRPC_PORT, HTTP_PORT, METRICS_PORT, split_csv
+from abqa.core.config import (DEFAULT_HOST, DEFAULT_MAX_QUEUE_SIZE, DEFAULT_MODEL_REPOSITORY, GRPC_PORT, HTTP_PORT,
+                              METRICS_PORT, split_csv)
 from abqa.flags import add_threads_argument
 
 
@@ -31,6 +32,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="instances (ONNX Runtime sessions) per model (default: config.pbtxt's instance_group count)")
     parser.add_argument("--ready-timeout", type=float, default=180.0, metavar="SECONDS",
                         help="give up if the models do not answer within this time (default: %(default)s)")
+    parser.add_argument("--max-queue-size", type=int, default=None, metavar="N",
+                        help="requests each model's dynamic batcher holds before it rejects more at once (UNAVAILABLE), "
+                        "so that overload gets fast refusals rather than a crash; 0 = unbounded (default: config.pbtxt's "
+                        f"default_queue_policy, else {DEFAULT_MAX_QUEUE_SIZE})")
     parser.add_argument("--triton-log", type=Path, default=None, metavar="FILE",
                         help="keep tritonserver's own log in FILE (default: a temporary file, shown on errors)")
     parser.set_defaults(run=run)
@@ -50,5 +55,6 @@ def run(args: argparse.Namespace) -> int:
         instances=args.instances,
         ready_timeout_s=args.ready_timeout,
         triton_log=args.triton_log,
+        max_queue_size=args.max_queue_size,
     )
     return serve(options)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -52,6 +53,7 @@ class ServerHandle:
     models: tuple[str, ...]
     log_path: Path
     _owned_log_dir: Path | None = field(default=None, repr=False)
+    _left_to_stop: bool = field(default=False, repr=False)
 
     @property
     def pid(self) -> int:
@@ -95,8 +97,17 @@ class ServerHandle:
                 total += process.memory_info().rss
         return total
 
+    def let_stop(self) -> None:
+        """SIGTERM without waiting: the server stops on its own, tritonserver with it, within seconds (its guardian
+        sees to that if it cannot); stop() then returns at once. For a run that was interrupted: it stops now."""
+        if self.is_running():
+            self.process.send_signal(signal.SIGTERM)
+        self._left_to_stop = True
+
     def stop(self, timeout_s: float = 60.0) -> int | None:
         """SIGTERM, wait for the clean shutdown, then make sure nothing of the tree is left. Returns the exit code."""
+        if self._left_to_stop:
+            return self.process.poll()
         tree = self.processes()[1:]
         stop_process(self.process, grace_s=timeout_s)
         reap(tree)
@@ -126,7 +137,8 @@ def free_ports(count: int, host: str = DEFAULT_HOST) -> list[int]:
 
 
 def serve_command(repository: Path, *, arms=None, host: str, http_port: int, grpc_port: int, metrics_port: int,
-                  threads: int | None, instances: int | None, ready_timeout_s: float) -> list[str]:
+                  threads: int | None, instances: int | None, ready_timeout_s: float,
+                  max_queue_size: int | None = None) -> list[str]:
     command = [
         sys.executable, "-m", "abqa", "serve",
         "--model-repository", str(repository),
@@ -140,6 +152,8 @@ def serve_command(repository: Path, *, arms=None, host: str, http_port: int, grp
         command += ["--threads", str(threads)]
     if instances is not None:
         command += ["--instances", str(instances)]
+    if max_queue_size is not None:
+        command += ["--max-queue-size", str(max_queue_size)]
     return command
 
 
@@ -155,6 +169,7 @@ def start_server(
     instances: int | None = None,
     timeout_s: float = DEFAULT_START_TIMEOUT_S,
     log_path: str | os.PathLike | None = None,
+    max_queue_size: int | None = None,
 ) -> ServerHandle:
     """Launch `python -m abqa serve` and return once every model answers; ports left None are chosen free.
 
@@ -170,7 +185,8 @@ def start_server(
         chosen = iter(free_ports(3, host))
         ports = [port if port is not None else next(chosen) for port in (http_port, grpc_port, metrics_port)]
         try:
-            return _start_once(repository, models, host, ports, threads, instances, timeout_s, log_path)
+            return _start_once(repository, models, host, ports, threads, instances, timeout_s, log_path,
+                               max_queue_size)
         except _PortTaken as taken:
             if taken.port in requested or attempt == 3:
                 raise AbqaError(taken.message) from None
@@ -197,7 +213,7 @@ class _PortTaken(Exception):
 
 
 def _start_once(repository: Path, models: tuple[str, ...], host: str, ports: list[int], threads, instances,
-                timeout_s: float, log_path) -> ServerHandle:
+                timeout_s: float, log_path, max_queue_size: int | None = None) -> ServerHandle:
     owned_dir = None
     if log_path is None:
         owned_dir = Path(tempfile.mkdtemp(prefix="abqa-serve-"))
@@ -206,7 +222,8 @@ def _start_once(repository: Path, models: tuple[str, ...], host: str, ports: lis
     log_path.parent.mkdir(parents=True, exist_ok=True)
     http_port, grpc_port, metrics_port = ports
     command = serve_command(repository, arms=models, host=host, http_port=http_port, grpc_port=grpc_port,
-                            metrics_port=metrics_port, threads=threads, instances=instances, ready_timeout_s=timeout_s)
+                            metrics_port=metrics_port, threads=threads, instances=instances, ready_timeout_s=timeout_s,
+                            max_queue_size=max_queue_size)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with open(log_path, "ab") as log_file:
         # A session of its own (see abqa.core.processes); SIGTERM when the caller dies, even of a SIGKILL, so that

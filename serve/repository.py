@@ -30,6 +30,7 @@ class ArmModelConfig:
     max_queue_delay_us: int
     instances: int
     intra_op_threads: int  # from the config's intra_op_thread_count parameter; 0 = not set
+    max_queue_size: int = 0  # requests the dynamic batcher holds before it rejects more; 0 = unbounded
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,7 @@ def read_arm_model_config(repository: Path, name: str) -> ArmModelConfig:
         max_queue_delay_us=int(config.dynamic_batching.max_queue_delay_microseconds) if batching else 0,
         instances=max(1, sum(group.count or 1 for group in config.instance_group)) if config.instance_group else 1,
         intra_op_threads=_int_parameter(config, "intra_op_thread_count", name),
+        max_queue_size=int(config.dynamic_batching.default_queue_policy.max_queue_size) if batching else 0,
     )
 
 

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from abqa.core.config import DEFAULT_HOST, GRPC_PORT, HTTP_PORT, METRICS_PORT
+from abqa.core.config import DEFAULT_HOST, DEFAULT_MAX_QUEUE_SIZE, GRPC_PORT, HTTP_PORT, METRICS_PORT
 from abqa.core.errors import AbqaError
-from abqa.core.processes import reap
+from abqa.core.processes import reap, start_guardian
 from abqa.serve.process import READY_PREFIX
 from abqa.serve.repository import (ArmModelConfig, SessionPlan, discover_arms, plan_sessions, read_arm_model_config,
                                    select_arms)
@@ -48,6 +48,7 @@ class ServeOptions:
     instances: int | None = None          # instances per model (None: config.pbtxt's instance_group count)
     ready_timeout_s: float = 180.0
     triton_log: Path | None = None        # keep tritonserver's log here (default: a temporary file)
+    max_queue_size: int | None = None     # per model, 0 = unbounded (None: config.pbtxt's, else the default)
 
     @property
     def ports(self) -> dict[str, int]:
@@ -101,9 +102,20 @@ def make_infer_callable(session, output_names: list[str]) -> Callable:
     return infer
 
 
-def pytriton_binding(arm: ArmModelConfig):
-    """inputs, outputs and ModelConfig for `Triton.bind`, as config.pbtxt declares them."""
-    from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
+def queue_bound(arm: ArmModelConfig, override: int | None) -> int:
+    """Requests the arm's dynamic batcher may hold (0 = unbounded): --max-queue-size, else config.pbtxt's, else
+    DEFAULT_MAX_QUEUE_SIZE (a repository exported before abqa wrote one gets the bound too)."""
+    if override is not None:
+        if override < 0:
+            raise AbqaError(f"--max-queue-size must be 0 (unbounded) or more, got {override}")
+        return override
+    return arm.max_queue_size or DEFAULT_MAX_QUEUE_SIZE
+
+
+def pytriton_binding(arm: ArmModelConfig, max_queue_size: int = 0):
+    """inputs, outputs and ModelConfig for `Triton.bind`, as config.pbtxt declares them, with the dynamic batcher's
+    queue bounded to `max_queue_size` requests (0 = unbounded)."""
+    from pytriton.model_config import DynamicBatcher, ModelConfig, QueuePolicy, Tensor
 
     from abqa.serve.session import numpy_dtype
 
@@ -114,6 +126,7 @@ def pytriton_binding(arm: ArmModelConfig):
     batcher = DynamicBatcher(
         max_queue_delay_microseconds=arm.max_queue_delay_us,
         preferred_batch_size=list(arm.preferred_batch_sizes) or None,
+        default_queue_policy=QueuePolicy(max_queue_size=max_queue_size) if max_queue_size else None,
     ) if arm.dynamic_batching else None
     config = ModelConfig(batching=batching, max_batch_size=arm.max_batch_size if batching else 0, batcher=batcher)
     return inputs, outputs, config
@@ -172,7 +185,9 @@ def ready_report(arms: list[ArmModelConfig], plans: dict[str, SessionPlan], opti
     lines = [f"{READY_PREFIX} (pid {pid}) http={http.url} grpc={grpc.address} metrics={http.metrics_url}"]
     for arm in arms:
         plan = plans[arm.name]
-        batching = (f"dynamic batching {list(arm.preferred_batch_sizes)} within {arm.max_queue_delay_us} us"
+        queue = queue_bound(arm, options.max_queue_size)
+        batching = (f"dynamic batching {list(arm.preferred_batch_sizes)} within {arm.max_queue_delay_us} us, "
+                    + (f"queue of {queue}" if queue else "unbounded queue")
                     if arm.max_batch_size > 0 else "no batching")
         lines.append(
             f"  {arm.name:<16} READY  max_batch_size {arm.max_batch_size}, {batching}, "
@@ -201,7 +216,8 @@ def serve(options: ServeOptions, *, out=None) -> int:
     use_interpreter_libpython()  # before tritonserver is spawned: it inherits our environment
 
     # Sessions first: a model ONNX Runtime cannot load is an error naming its arm, before any server starts.
-    bindings = {arm.name: (build_callables(arm, plans[arm.name]), *pytriton_binding(arm)) for arm in arms}
+    bindings = {arm.name: (build_callables(arm, plans[arm.name]),
+                           *pytriton_binding(arm, queue_bound(arm, options.max_queue_size))) for arm in arms}
 
     from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
 
@@ -245,12 +261,16 @@ def serve(options: ServeOptions, *, out=None) -> int:
             run_error = runner.errors
             if run_error:
                 raise AbqaError(f"Triton did not start: {run_error[0]}; tritonserver's log ends:\n{tail(triton_log)}")
+            # tritonserver's death signal is SIGTERM, whose graceful shutdown waits a minute on a backend that died
+            # with this process: when this process is killed outright, the guardian kills it at once instead.
+            guardian = start_guardian(server.pid for server in _tritonservers(me))
+            stack.callback(_release, guardian)
             wait_until_answering(arms, options.endpoint("http"), options.ready_timeout_s,
-                                 lambda: bool(_tritonservers(me)), lambda: tail(triton_log))
+                                 lambda: bool(_tritonservers(me)), lambda: server_output(triton, triton_log))
             print(ready_report(arms, plans, options, os.getpid()), file=out, flush=True)
             while _tritonservers(me):
                 time.sleep(1.0)
-            raise AbqaError(f"tritonserver exited unexpectedly; its log ends:\n{tail(triton_log)}")
+            raise AbqaError(f"tritonserver exited unexpectedly; its output ends:\n{server_output(triton, triton_log)}")
         except _Stop as stop:
             print(f"abqa serve: {signal.Signals(stop.args[0]).name} received, stopping", file=out, flush=True)
             return 0
@@ -305,6 +325,21 @@ def _watch_startup(runner: _Runner, server_alive: Callable[[], bool], triton_log
         elif seen or time.monotonic() - t0 > appear_timeout_s:
             what = "exited" if seen else f"did not start within {appear_timeout_s:.0f} s"
             raise AbqaError(f"tritonserver {what}; its log ends:\n{tail(triton_log)}")
+
+
+def server_output(triton, triton_log: Path, lines: int = 25) -> str:
+    """The end of tritonserver's own output, where a crash writes its signal and stack trace (stderr, which PyTriton
+    captures), else of its log file (--log-file holds the log lines only)."""
+    captured = getattr(triton, "_triton_server", None)   # PyTriton 0.7.0 keeps the server private; no accessor
+    text = captured.logs() if captured is not None else ""
+    return "\n".join(text.splitlines()[-lines:]) if text.strip() else tail(triton_log, lines)
+
+
+def _release(guardian) -> None:
+    """After a clean stop: the guardian sees the pipe close, finds nothing left to kill, and exits."""
+    guardian.stdin.close()
+    with contextlib.suppress(Exception):
+        guardian.wait(timeout=10)
 
 
 def _tritonservers(me) -> list:

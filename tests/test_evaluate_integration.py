@@ -111,7 +111,7 @@ def test_served_answers_equal_onnxruntime_in_process(triton_server, tiny_reposit
 
 def test_a_context_far_longer_than_384_tokens_is_answered(triton_server, tiny_repository, tmp_path):
     sample = load_builtin_sample()
-    long_context = " ".join([q.context for q in sample.questions] * 12)  # ~ 40 windows, more than max_batch_size
+    long_context = " ".join([q.context for q in sample.questions] * 4)  # ~ 40 windows, more than max_batch_size
     question = sample.questions[0]
     data = {"version": "1.1", "data": [{"title": "Long", "paragraphs": [{"context": long_context, "qas": [
         {"id": "long-1", "question": question.question,

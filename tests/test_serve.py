@@ -94,12 +94,12 @@ def test_a_model_onnx_runtime_cannot_load_is_an_error_naming_the_arm(tiny_reposi
         create_session(read_arm_model_config(repository, "distilbert").model_path, 1, arm="distilbert")
 
 
-def pytriton_config_for(arm: ArmModelConfig) -> dict:
+def pytriton_config_for(arm: ArmModelConfig, max_queue_size: int = 0) -> dict:
     """The model config PyTriton would hand tritonserver for this binding (its own generator, no server)."""
     from pytriton.model_config.generator import ModelConfigGenerator
     from pytriton.model_config.triton_model_config import TensorSpec, TritonModelConfig
 
-    inputs, outputs, config = pytriton_binding(arm)
+    inputs, outputs, config = pytriton_binding(arm, max_queue_size)
     triton_config = TritonModelConfig(
         model_name=arm.name, max_batch_size=config.max_batch_size, batching=config.batching, batcher=config.batcher,
         inputs=[TensorSpec(t.name, t.shape, t.dtype) for t in inputs],

@@ -388,7 +388,7 @@ def test_loadtest_logs_its_sweep_and_keeps_its_exit_code(full_run, store_uri, tm
     out = tmp_path / "load-run"
 
     def fake_run_loadtest(options, echo=print):
-        out.mkdir()
+        out.mkdir(exist_ok=True)   # the CLI has created it to hold its lock
         document = LoadDocument.read(full_run / "load.json")
         document.rows[0].failures = 3  # a failed request: exit code 1, and the run is still logged
         document.write(out / "load.json")

@@ -169,7 +169,12 @@ def ask_tab(settings: logic.UiSettings, via_router: bool, address: str, reposito
             if not text.strip() or not context.strip():
                 st.error("Type a question and a context.")
                 return
-            ask(logic.free_question(text, context), backend, served, {}, SQUAD_V1, key)
+            try:
+                question = logic.free_question(text, context)
+            except AbqaError as exc:
+                st.error(str(exc))
+                return
+            ask(question, backend, served, {}, SQUAD_V1, key)
     show_results(answers_for(key))
 
 
@@ -199,7 +204,11 @@ def show_document(view: logic.ReportView) -> None:
 
 
 def reports_tab(settings: logic.UiSettings) -> None:
-    runs_dir = Path(st.text_input("Runs folder", settings.runs, key="runs-dir"))
+    try:
+        runs_dir = logic.runs_folder(st.text_input("Runs folder", settings.runs, key="runs-dir"), settings.runs)
+    except AbqaError as exc:
+        st.error(str(exc))
+        return
     runs = logic.report_runs(runs_dir)
     if not runs:
         st.info(f"No report under {runs_dir}/ yet: `abqa report RUN_FOLDER` writes one (`abqa benchmark` too).")
@@ -216,6 +225,9 @@ def reports_tab(settings: logic.UiSettings) -> None:
                            mime="text/html")
     for name in view.missing_figures:
         st.warning(f"Plot {name} is listed in report.json but missing on disk; `abqa report {run}` draws it again.")
+    for name in view.outside_figures:
+        st.warning(f"Plot {name}: report.json gives a path outside the run folder; not shown. `abqa report {run}` "
+                   "writes it again.")
     show_document(view)
 
 

@@ -19,6 +19,7 @@ from typing import Any, Mapping, Sequence
 
 from abqa.core.config import DEFAULT_HOST, DEFAULT_MODEL_REPOSITORY, DEFAULT_RUNS_DIR, GRPC_PORT
 from abqa.core.errors import AbqaError
+from abqa.core.limits import context_too_long
 from abqa.core.records import ExportMetadata
 from abqa.core.run import REPORT_JSON, ReportData, RunFolder
 from abqa.core.scoring import SQUAD_V1, ScoringRule
@@ -272,7 +273,11 @@ def load_replays(specs: Sequence[tuple[str, Path]], dataset: SquadDataset) -> tu
 
 
 def free_question(question: str, context: str) -> SquadQuestion:
-    """A question typed by the user: no id, no references (so nothing to score, and no replayed answer)."""
+    """A question typed by the user: no id, no references (so nothing to score, and no replayed answer). A context
+    over the bound every input has (abqa.core.limits) is an AbqaError."""
+    too_long = context_too_long(context.strip())
+    if too_long:
+        raise AbqaError(f"Context: {too_long}")
     return SquadQuestion(id="", question=question.strip(), context=context.strip(), answers=(), title="")
 
 
@@ -392,6 +397,26 @@ class ReportView:
     figures: dict[str, Path]        # plot name -> PNG on disk
     missing_figures: list[str]      # listed in report.json, not on disk
     html: Path | None
+    outside_figures: list[str] = dataclasses.field(default_factory=list)  # paths leading out of the run folder
+
+
+def runs_folder(text: str, root: str | Path) -> Path:
+    """The folder typed in the app's "Runs folder" box: `root` (what `abqa ui --runs` gave) or a folder under it;
+    the app shows no report from elsewhere on the machine."""
+    root = Path(root).resolve()
+    path = Path(text).expanduser()
+    path = (path if path.is_absolute() else root / path).resolve()
+    if not path.is_relative_to(root):
+        raise AbqaError(f"{text}: outside {root}, the runs folder this app shows; start it with "
+                        f"`abqa ui --runs {text}` to browse that one")
+    return path
+
+
+def report_figure(run_dir: Path, relative: str) -> Path | None:
+    """A plot named in report.json, when it is a file inside the run folder (report.json is data: a path in it
+    that leads elsewhere is not followed)."""
+    path = (run_dir / relative).resolve()
+    return path if path.is_relative_to(run_dir.resolve()) else None
 
 
 def report_runs(runs_dir: str | Path) -> list[Path]:
@@ -413,12 +438,14 @@ def load_report_view(run_dir: str | Path) -> ReportView:
     except AbqaError as exc:
         raise AbqaError(f"{exc}; `abqa report {folder.path}` writes it") from None
     data = report.to_dict()
-    figures = {name: folder.path / relative for name, relative in report.plots.items()
-               if (folder.path / relative).is_file()}
+    inside = {name: report_figure(folder.path, relative) for name, relative in report.plots.items()}
+    figures = {name: path for name, path in inside.items() if path is not None and path.is_file()}
+    outside = [name for name, path in inside.items() if path is None]
     document = layout(data, list(figures))
     html = folder.report_html
-    return ReportView(folder.path, data, document, figures, [name for name in report.plots if name not in figures],
-                      html if html.is_file() else None)
+    return ReportView(folder.path, data, document, figures,
+                      [name for name in report.plots if name not in figures and name not in outside],
+                      html if html.is_file() else None, outside)
 
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>#|$~{}])")

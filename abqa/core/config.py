@@ -44,6 +44,12 @@ LOAD_WARMUP_S = 2.0
 LOAD_WINDOW = 30
 LOAD_TOLERANCE = 0.2
 
+# Requests Triton's dynamic batcher holds per model before it rejects more at once (UNAVAILABLE "Exceeds maximum
+# queue size"): under overload the server answers what it can and refuses the rest quickly, instead of a queue that
+# grows to minutes of work (and past the clients' timeouts). Two batches of 8 waiting behind the one that runs:
+# with a sweep's usual concurrency (up to 32 users split over two arms) nothing is refused (docs/reliability.md).
+DEFAULT_MAX_QUEUE_SIZE = 16
+
 DEFAULT_MODEL_REPOSITORY = Path("model_repository")
 DEFAULT_RUNS_DIR = Path("runs")
 

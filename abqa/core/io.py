@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator
@@ -23,15 +24,24 @@ def read_json_file(path: str | os.PathLike, where: str) -> tuple[Any, bytes]:
     """Parse a JSON file and return it with its raw bytes (for a content hash). Every failure is an AbqaError that
     starts with `where` (the file or the flag that named it) and says what is wrong."""
     from abqa.core.errors import AbqaError
+    from abqa.core.limits import check_file_size, json_depth_bound, too_deep
 
     try:
+        check_file_size(Path(path).stat().st_size, where)
         data = Path(path).read_bytes()
     except FileNotFoundError:
         raise AbqaError(f"{where}: not found") from None
+    except IsADirectoryError:
+        raise AbqaError(f"{where}: a folder, not a file") from None
     except OSError as exc:
         raise AbqaError(f"{where}: cannot be read ({exc.strerror})") from None
     try:
-        return json.loads(data.decode("utf-8")), data
+        with json_depth_bound() as depth:
+            try:
+                text = data.decode("utf-8")
+                return check_unicode(json.loads(text), text, where), data
+            except RecursionError:
+                raise too_deep(where, depth) from None
     except UnicodeDecodeError as exc:
         raise AbqaError(f"{where}: not UTF-8 text (byte {exc.start})") from None
     except json.JSONDecodeError as exc:
@@ -39,6 +49,33 @@ def read_json_file(path: str | os.PathLike, where: str) -> tuple[Any, bytes]:
         ends_early = exc.msg.startswith("Unterminated") or exc.pos >= len(exc.doc.rstrip()) - 1
         hint = " (the file looks truncated)" if ends_early else ""
         raise AbqaError(f"{where}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}{hint}") from None
+
+
+# A \\uXXXX escape of half a surrogate pair: JSON allows it, no UTF-8 file or tokenizer takes it alone.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def check_unicode(obj: Any, text: str, where: str) -> Any:
+    """`obj` (decoded from `text`) when every string in it is valid Unicode; an AbqaError naming `where` when one
+    holds a lone surrogate (it would fail later, when written as UTF-8). Walks `obj` only when `text` escapes one."""
+    from abqa.core.errors import AbqaError
+
+    if not _SURROGATE_ESCAPE.search(text):
+        return obj
+    pending = [obj]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise AbqaError(f"{where}: text that is not valid Unicode (a lone surrogate escape such as "
+                                f"\\ud800) in {value[:60]!r}") from None
+        elif isinstance(value, dict):
+            pending += [*value.keys(), *value.values()]
+        elif isinstance(value, list):
+            pending += value
+    return obj
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any, *, indent: int = 2) -> Path:
@@ -108,13 +145,21 @@ def read_jsonl(path: str | os.PathLike, *, numbered: bool = False) -> Iterator[A
     mid-line) is skipped, any other bad line raises."""
     from abqa.core.errors import AbqaError
 
-    with open(path, encoding="utf-8") as handle:
-        lines = handle.readlines()
+    from abqa.core.limits import json_depth_bound, too_deep
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            lines = handle.readlines()
+    except UnicodeDecodeError as exc:
+        raise AbqaError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            with json_depth_bound() as depth:
+                record = check_unicode(json.loads(line), line, f"{path}: line {number}")
+        except RecursionError:
+            raise too_deep(f"{path}: line {number}", depth) from None
         except json.JSONDecodeError as exc:
             if number == len(lines) and not line.endswith("\n"):
                 return

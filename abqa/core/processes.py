@@ -13,6 +13,14 @@ not outlive a parent killed with SIGKILL, which runs no clean-up. It is opt-in p
 it to the *thread* that started the child, not the process: a child started from a short-lived worker thread
 would be signalled when that thread ends. Start such children from a thread that lives as long as they should
 (the main thread). Elsewhere than on Linux it does nothing.
+
+A process that starts children it cannot give `die_with_parent` (PyTriton starts tritonserver, with a death signal
+SIGTERM whose graceful shutdown waits on a backend that died with the parent) hands them to a guardian:
+
+    guardian = start_guardian([tritonserver_pid])   # a tiny process reading a pipe this process holds
+
+When this process ends, however (SIGKILL included), the pipe closes, and the guardian kills those processes and
+their descendants with SIGKILL at once; after a clean shutdown there is nothing left for it to kill.
 """
 
 from __future__ import annotations
@@ -90,3 +98,40 @@ def reap(processes: Iterable, timeout_s: float = 10.0, *, on_kill=None) -> None:
         with contextlib.suppress(psutil.Error):
             process.kill()
     psutil.wait_procs(alive, timeout=5)
+
+
+def start_guardian(pids: Iterable[int]) -> subprocess.Popen:
+    """A guardian for `pids` (see the module note): keep the returned process referenced for as long as this process
+    lives; its stdin is the pipe whose end of file means "this process is gone"."""
+    import psutil
+
+    targets = []
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            targets += [str(pid), repr(psutil.Process(pid).create_time())]
+    return spawn([sys.executable, "-m", "abqa.core.processes", "guard", *targets], stdin=subprocess.PIPE,
+                 stdout=subprocess.DEVNULL)
+
+
+def _guard(targets: list[str]) -> int:
+    """The guardian's main: wait for end of file on stdin, then SIGKILL every target still alive (matched by pid
+    and start time, never a recycled pid) and every descendant of it."""
+    import psutil
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl+C is for the parent; the guardian acts when it is gone
+    sys.stdin.buffer.read()
+    victims = []
+    for pid, created in zip(targets[::2], targets[1::2]):
+        with contextlib.suppress(psutil.Error):
+            process = psutil.Process(int(pid))
+            if process.create_time() == float(created):
+                victims += [process, *process.children(recursive=True)]
+    for process in victims:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    psutil.wait_procs(victims, timeout=5)
+    return 0
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["guard"]:
+    sys.exit(_guard(sys.argv[2:]))

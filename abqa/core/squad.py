@@ -22,6 +22,7 @@ from typing import Any
 
 from abqa.core.errors import AbqaError
 from abqa.core.io import read_json_file
+from abqa.core.limits import context_too_long
 from abqa.core.scoring import ScoringRule, rule_for, squad_rule
 
 log = logging.getLogger(__name__)
@@ -147,6 +148,10 @@ def parse_squad(obj: Any, *, where: str = "SQuAD file", sha256: str = "", path: 
             if not isinstance(context, str) or not context.strip():
                 problems.append(f"{paragraph_where}: \"context\" missing or empty")
                 continue
+            too_long = context_too_long(context)
+            if too_long:
+                problems.append(f"{paragraph_where}{_first_id(paragraph)}: {too_long}")
+                continue
             qas = paragraph.get("qas")
             if not isinstance(qas, list):
                 problems.append(f"{paragraph_where}: \"qas\" missing or not a list")
@@ -167,6 +172,12 @@ def parse_squad(obj: Any, *, where: str = "SQuAD file", sha256: str = "", path: 
     if not questions:
         raise AbqaError(f"{where}: no questions in the file")
     return SquadDataset(version, sha256, path, questions, source, warnings)
+
+
+def _first_id(paragraph: dict) -> str:
+    qas = paragraph.get("qas")
+    first = qas[0] if isinstance(qas, list) and qas and isinstance(qas[0], dict) else {}
+    return f" (question {first['id']})" if isinstance(first.get("id"), str) else ""
 
 
 def _parse_question(qa: Any, qa_index: int, paragraph_where: str, title: str, context: str, rule: ScoringRule,

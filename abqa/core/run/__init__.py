@@ -9,6 +9,8 @@ from abqa.core.run.eval import EvalRecord, EvalStatus, RoutedInfo, read_eval_rec
 from abqa.core.run.folder import (EVAL_FILENAME, LOAD_CSV_FILENAME, LOAD_JSON_FILENAME, LOCUST_DIRNAME,
                                   META_FILENAME, PLOTS_DIRNAME, POOL_FILENAME, REPORT_HTML, REPORT_JSON, REPORT_MD,
                                   REQUESTS_FILENAME, RUN_FILES, RunFolder)
+from abqa.core.run.lock import (LOCK_FILENAME, LockHolder, RunFolderBusy, RunFolderUnwritable, cannot_write,
+                                lock_run_folder)
 from abqa.core.run.load import (LATENCY_KEYS, AnswerCheck, GeneratorView, LatencyPercentiles, LoadDocument, LoadRow,
                                 LoadTotals, PoolDataset, RequestLog, RequestLogTail, RequestRecord, ServerStepView,
                                 SloResult, StepRecord, WindowArm, read_request_records)
@@ -23,6 +25,7 @@ __all__ = [
     "EvalRecord", "EvalStatus", "RoutedInfo", "read_eval_records", "write_eval_records",
     "EVAL_FILENAME", "LOAD_CSV_FILENAME", "LOAD_JSON_FILENAME", "LOCUST_DIRNAME", "META_FILENAME", "PLOTS_DIRNAME",
     "POOL_FILENAME", "REPORT_HTML", "REPORT_JSON", "REPORT_MD", "REQUESTS_FILENAME", "RUN_FILES", "RunFolder",
+    "LOCK_FILENAME", "LockHolder", "RunFolderBusy", "RunFolderUnwritable", "cannot_write", "lock_run_folder",
     "LATENCY_KEYS", "AnswerCheck", "GeneratorView", "LatencyPercentiles", "LoadDocument", "LoadRow", "LoadTotals",
     "PoolDataset", "RequestLog", "RequestLogTail", "RequestRecord", "ServerStepView", "SloResult", "StepRecord",
     "WindowArm", "read_request_records",

@@ -10,15 +10,18 @@
       locust/<step>/  Locust's CSVs, HTML report and log (users-4, rate-8, slo-<arm>-rate-6.5)
       report.json     ReportData       abqa report
       report.html, report.md, plots/*.png
+      .abqa.lock      the writer's lock (see lock.py): who writes the folder now, or wrote it last
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ContextManager
 
 from abqa.core.run.eval import EvalRecord, read_eval_records
 from abqa.core.run.load import LoadDocument, RequestRecord, read_request_records
+from abqa.core.run.lock import LOCK_FILENAME, LockHolder, lock_run_folder
 from abqa.core.run.meta import RunMeta
 from abqa.core.run.report import ReportData
 
@@ -87,6 +90,15 @@ class RunFolder:
     @property
     def plots(self) -> Path:
         return self.path / PLOTS_DIRNAME
+
+    @property
+    def lock_file(self) -> Path:
+        return self.path / LOCK_FILENAME
+
+    def lock(self, command: str) -> ContextManager[LockHolder]:
+        """Hold the folder's writer lock for a `with` block (creates the folder); RunFolderBusy when another
+        process writes it. `command` (e.g. "abqa evaluate") names this writer to a refused one."""
+        return lock_run_folder(self.path, command)
 
     def is_run(self) -> bool:
         return any((self.path / name).exists() for name in RUN_FILES)
