@@ -247,16 +247,21 @@ def load_records(path: Path) -> list[EvalRecord]:
     return read_eval_records(path)
 
 
+# A second signal while the run saves its outcome waits at most this long for meta.json's final write.
+SAVE_GRACE_S = 2.0
+
+
 class StopSignals:
     """SIGINT/SIGTERM raise Interrupted in the main thread, but never in the middle of writing a record; once the run
-    is stopping (the first signal, or its clean-up has begun), another one ends the process at once, without a
-    traceback: what is written stays, and `resume` says how to go on."""
+    is stopping, another one ends the process as soon as the outcome is in meta.json (`saved`, milliseconds; at most
+    SAVE_GRACE_S), without a traceback: what is written stays, and `resume` says how to go on."""
 
     def __init__(self, resume: str | None = None) -> None:
         self.resume = resume
         self._critical = 0
         self._pending: int | None = None
         self._stopping = False
+        self._saved = False
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> "StopSignals":
@@ -268,13 +273,28 @@ class StopSignals:
     def __exit__(self, *_exc) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+        if self._pending is not None:   # a second signal that waited for a save that never came (an early stop)
+            self._exit_now(self._pending)
 
     def stopping(self) -> None:
-        """From now on (the run's clean-up) a signal ends the process at once."""
+        """From now on (the run's clean-up) a signal ends the process once the outcome is saved."""
         self._stopping = True
 
+    def saved(self) -> None:
+        """The outcome is in meta.json: a second signal that waited for it ends the process now."""
+        self._saved = True
+        if self._pending is not None:
+            self._exit_now(self._pending)
+
+    def _saving(self) -> bool:
+        return self._stopping and not self._saved
+
     def _handle(self, signum, _frame) -> None:
-        if self._critical:
+        if self._critical or self._saving():
+            if self._saving() and self._pending is None:   # the save gets a grace period, not forever
+                timer = threading.Timer(SAVE_GRACE_S, self._exit_now, (signum,))
+                timer.daemon = True
+                timer.start()
             self._pending = signum
             return
         self._raise_or_exit(signum)
@@ -300,7 +320,7 @@ class StopSignals:
             yield
         finally:
             self._critical -= 1
-        if not self._critical and self._pending is not None:
+        if not self._critical and self._pending is not None and not self._saving():
             signum, self._pending = self._pending, None
             self._raise_or_exit(signum)
 
@@ -595,22 +615,24 @@ def _run(options: EvalOptions, dataset: SquadDataset, questions: list[SquadQuest
         message = f"{type(exc).__name__}: {exc}"
         raise
     finally:
-        stop.stopping()   # a second signal from here on ends the process at once
-        for worker in workers.values():
-            worker.shutdown()
-        watch.close()
+        stop.stopping()   # a second signal from here on ends the process at once, once the outcome is saved
         if server_handle is not None:
             with contextlib.suppress(Exception):
                 server_info["peak_rss_mb"] = sampler.peak_mb
         records = existing + (writer.written if writer is not None else [])
         if meta_path.exists() or records:
-            final = _build_meta(options, dataset, questions, previous, workers, replays, records, server_info,
-                                status, sampler, message)
             try:
-                with stop.critical():   # even a second signal waits for this (milliseconds): never left "running"
-                    write_meta(final, meta_path)   # before the server stops (seconds): the outcome is saved first
+                # Saved first, before the workers and the server stop (seconds), and a second signal waits for it
+                # (milliseconds): a run is never left "running".
+                with stop.critical():
+                    write_meta(_build_meta(options, dataset, questions, previous, workers, replays, records,
+                                           server_info, status, sampler, message), meta_path)
             except OutputFailed as exc:
                 status, message = STATUS_FAILED_RUN, f"{message + '; ' if message else ''}{exc}"
+        stop.saved()
+        for worker in workers.values():
+            worker.shutdown()
+        watch.close()
         if status == STATUS_INTERRUPTED and server_handle is not None:
             server_handle.let_stop()   # asked to stop now: the server stops on its own, not waited for
         started.close()

@@ -155,10 +155,35 @@ SECOND_SIGNAL = textwrap.dedent("""
             signal.raise_signal(signal.SIGINT)
         except Interrupted:
             print("first: interrupted", flush=True)
-        signal.raise_signal(signal.SIGINT)   # while the run stops: at once
+        signal.raise_signal(signal.SIGINT)   # while the run stops: once the outcome is saved, or after the grace
         time.sleep(30)
         print("not reached", flush=True)
 """)
+
+SECOND_SIGNAL_WHILE_SAVING = textwrap.dedent("""
+    import signal
+    from abqa.client.runner import Interrupted, StopSignals
+    with StopSignals("abqa evaluate --out runs/x") as stop:
+        try:
+            signal.raise_signal(signal.SIGINT)
+        except Interrupted:
+            print("first: interrupted", flush=True)
+        stop.stopping()
+        signal.raise_signal(signal.SIGINT)   # lands before meta.json's final write: it waits for it
+        with stop.critical():
+            print("meta.json saved", flush=True)
+        stop.saved()
+        print("not reached", flush=True)
+""")
+
+
+def test_a_second_ctrl_c_before_the_final_save_waits_for_it_then_exits():
+    completed = subprocess.run([sys.executable, "-c", SECOND_SIGNAL_WHILE_SAVING], capture_output=True, text=True,
+                               timeout=20)
+    assert completed.returncode == 128 + signal.SIGINT
+    assert completed.stdout.split() == ["first:", "interrupted", "meta.json", "saved"]
+    assert "SIGINT again: stopped at once" in completed.stderr
+    no_traceback(completed)
 
 
 def test_a_second_ctrl_c_while_stopping_exits_at_once_without_a_traceback():
