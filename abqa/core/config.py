@@ -32,9 +32,10 @@ DOC_STRIDE = 128
 MAX_QUESTION_LENGTH = 64
 N_BEST = 20
 MAX_ANSWER_LENGTH = 30
-# Windows are padded to a multiple of this (at most MAX_SEQ_LENGTH): Triton's dynamic batcher only
-# merges requests of identical shape, so a few length buckets keep short inputs cheap and still batch.
-PAD_MULTIPLE = 64
+# Windows are padded to a multiple of this (at most MAX_SEQ_LENGTH): the length-bucket policy of a model on a
+# CPU, and the default when the device is unknown; abqa.core.qa.pad_multiple_for says why, per device.
+PAD_MULTIPLE = 8
+PAD_MULTIPLE_GPU = 64
 
 DEFAULT_MODEL_REPOSITORY = Path("model_repository")
 DEFAULT_RUNS_DIR = Path("runs")
