@@ -11,8 +11,8 @@ from abqa.core.run.folder import (EVAL_FILENAME, LOAD_CSV_FILENAME, LOAD_JSON_FI
                                   REQUESTS_FILENAME, RUN_FILES, RunFolder)
 from abqa.core.run.load import (LatencyPercentiles, LoadDocument, LoadRow, LoadTotals, PoolDataset, RequestRecord,
                                 ServerStepView, StepRecord, read_request_records)
-from abqa.core.run.meta import (ArmInfo, ArmKind, ArmSummary, ClientInfo, DatasetInfo, LanguagePart, MachineInfo,
-                                QaSettings, RouterInfo, RouterRecordCounts, RunKind, RunMeta, RunStatus, ServerInfo,
+from abqa.core.run.meta import (ArmInfo, ArmKind, ArmSummary, ClientInfo, DatasetInfo, LanguagePart,
+                                LatencyConditions, MachineInfo, QaSettings, RouterInfo, RouterRecordCounts, RunKind, RunMeta, RunStatus, ServerInfo,
                                 SquadV2Settings, TritonModel)
 from abqa.core.run.report import ArmReport, LoadStepReport, PairTest, Provenance, ReportData
 
@@ -23,7 +23,8 @@ __all__ = [
     "POOL_FILENAME", "REPORT_HTML", "REPORT_JSON", "REPORT_MD", "REQUESTS_FILENAME", "RUN_FILES", "RunFolder",
     "LatencyPercentiles", "LoadDocument", "LoadRow", "LoadTotals", "PoolDataset", "RequestRecord", "ServerStepView",
     "StepRecord", "read_request_records",
-    "ArmInfo", "ArmKind", "ArmSummary", "ClientInfo", "DatasetInfo", "LanguagePart", "MachineInfo", "QaSettings",
+    "ArmInfo", "ArmKind", "ArmSummary", "ClientInfo", "DatasetInfo", "LanguagePart", "LatencyConditions",
+    "MachineInfo", "QaSettings",
     "RouterInfo", "RouterRecordCounts", "RunKind", "RunMeta", "RunStatus", "ServerInfo", "SquadV2Settings",
     "TritonModel",
     "ArmReport", "LoadStepReport", "PairTest", "Provenance", "ReportData",

@@ -101,6 +101,8 @@ class ArmInfo(Record):
     revision: str | None = None
     architecture: str | None = None
     variant: str | None = None      # fp32, O1..O4, int8
+    base_arm: str | None = None     # a variant's fp32 arm (bert for bert-int8): what its speed-up is measured against
+    pad_multiple: int | None = None # served: its windows were padded to a multiple of this (abqa.core.qa.pad_multiple_for)
     parameters: int | None = None
     onnx_file_size: int | None = None
     onnx_sha256: str | None = None
@@ -115,6 +117,16 @@ class ArmInfo(Record):
     missing_ids: int = 0            # questions a replay file has no answer for
     failed: int = 0                 # questions whose request failed for good
     routed: bool = False            # answers to live traffic through `abqa router`
+
+
+class LatencyConditions(Record):
+    """Under which concurrency a run's latencies were measured. Latency measured with other requests of the run in
+    flight on the same server is not a lone request's latency: a run that trades that for speed says so here, and
+    the report labels its latencies (MLPerf keeps accuracy and performance runs apart for the same reason)."""
+
+    concurrency: int                # most requests of this run in flight on the server at once; 1 = in isolation
+    isolated: bool                  # concurrency == 1: no other request of the run was in flight meanwhile
+    how: str                        # what set it, in words (the order)
 
 
 class ServerInfo(Record):
@@ -177,6 +189,7 @@ class RunMeta(Document):
     order: str                      # random | interleaved | parallel | router-<mode>
     seed: int | None
     qa: QaSettings | None = None
+    latency: LatencyConditions | None = None   # None without served arms (or in a run written before it existed)
     arms: dict[str, ArmInfo]
     server: ServerInfo
     client: ClientInfo | None = None
