@@ -362,8 +362,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="variant suffixes served beside their fp32 arm when exported (default: %(default)s)")
     parser.add_argument("--length", type=int, default=192, help="tokens per request (default: %(default)s)")
     parser.add_argument("--requests", type=int, default=15, help="requests per p50 (default: %(default)s)")
-    parser.add_argument("--seconds", type=float, default=10.0, help="per concurrent load (default: %(default)s)")
-    parser.add_argument("--rounds", type=int, default=3,
+    parser.add_argument("--seconds", type=float, default=8.0, help="per concurrent load (default: %(default)s)")
+    parser.add_argument("--rounds", type=int, default=2,
                         help="rounds of the plans in rotation, in-process and through the servers (default: %(default)s)")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure to this JSON file")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
