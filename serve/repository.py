@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from abqa.core.config import DEFAULT_THREAD_PLAN, THREAD_PLANS
 from abqa.core.errors import AbqaError
 from abqa.core.repository import CONFIG_FILENAME, MODEL_FILENAME, ArmPaths, arm_folders
 from abqa.export.triton_config import TensorSpec
@@ -33,9 +34,6 @@ class ArmModelConfig:
     intra_op_threads: int  # from the config's intra_op_thread_count parameter; 0 = not set
 
 
-THREAD_PLANS = ("adaptive", "shared", "per-session")
-
-
 @dataclass(frozen=True)
 class SessionPlan:
     """An arm's model instances and, for each, its ONNX Runtime session(s) and their threads."""
@@ -50,14 +48,16 @@ class SessionPlan:
 class ThreadPlan:
     """How `abqa serve` spends the cores on the arms' sessions (benchmarks/performance.py measures each kind).
 
-    adaptive (the default): every instance has two sessions, a wide one of every core and a narrow one of the
+    shared (the default): one ONNX Runtime thread pool of every core for all the sessions, and one inference at a
+    time in arrival order across arms: a lone request runs as the model alone in-process would, and under load
+    each request still has the whole pool (about 7% below one thread per session, measured). It is what the
+    official image does with the onnxruntime backend's global thread pool and Triton's rate limiter
+    (export/triton_config.py, docker-compose.yml).
+    adaptive: every instance has two sessions, a wide one of every core and a narrow one of the
     cores shared out. A request that finds no other inference running in the server takes the wide one (the
     whole machine, as if the model ran alone in-process); one that arrives while others run takes the narrow one,
     so that under load every core works on its own request, as with one thread per session. Costs a second copy
-    of each model's weights in memory.
-    shared: one ONNX Runtime thread pool of every core for all the sessions, and one inference at a time in
-    arrival order across arms: what the official image does with the onnxruntime backend's global thread pool
-    and Triton's rate limiter (export/triton_config.py, docker-compose.yml).
+    of each model's weights in memory; without spin-waiting, a lone request is slower than in-process.
     per-session: every session its own pool, sessions run side by side (the onnxruntime backend's default); each
     session's threads are config.pbtxt's intra_op_thread_count or the cores shared out.
     """
@@ -176,7 +176,7 @@ def _int_parameter(config, key: str, arm: str) -> int:
     return max(0, value)
 
 
-def plan_threads(arms: list[ArmModelConfig], cores: int, *, kind: str = "adaptive", threads: int | None = None,
+def plan_threads(arms: list[ArmModelConfig], cores: int, *, kind: str = DEFAULT_THREAD_PLAN, threads: int | None = None,
                  instances: int | None = None) -> ThreadPlan:
     """The thread plan for these arms on `cores` cores (pure arithmetic; ThreadPlan says what each kind does).
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from abqa.core.config import DEFAULT_HOST, GRPC_PORT, HTTP_PORT, METRICS_PORT
+from abqa.core.config import DEFAULT_HOST, DEFAULT_THREAD_PLAN, GRPC_PORT, HTTP_PORT, METRICS_PORT
 from abqa.core.errors import AbqaError
 from abqa.core.processes import reap
 from abqa.serve.process import READY_PREFIX
@@ -44,7 +44,7 @@ class ServeOptions:
     http_port: int = HTTP_PORT
     grpc_port: int = GRPC_PORT
     metrics_port: int = METRICS_PORT
-    thread_plan: str = "adaptive"         # adaptive | shared | per-session (abqa.serve.repository.ThreadPlan)
+    thread_plan: str = DEFAULT_THREAD_PLAN  # shared | adaptive | per-session (abqa.serve.repository.ThreadPlan)
     threads: int | None = None            # the wide sessions' or the pool's threads, or each session's (None: planned)
     instances: int | None = None          # instances per model (None: config.pbtxt's instance_group count)
     ready_timeout_s: float = 180.0

@@ -131,16 +131,16 @@ def test_binding_declares_what_config_pbtxt_declares(tiny_repository, tmp_path):
 
 def test_the_adaptive_plan_gives_an_idle_server_every_core_and_a_busy_one_each_its_share():
     arms = [arm_model_config("a", threads=1), arm_model_config("b")]
-    plan = plan_threads(arms, 8)
+    plan = plan_threads(arms, 8, kind="adaptive")
     assert plan.kind == "adaptive" and plan.adaptive and not plan.one_at_a_time
     # Wide sessions get every core, narrow ones the share of 2 sessions; exported thread counts are ignored.
     assert {n: (p.instances, p.intra_op_threads, p.narrow_threads) for n, p in plan.sessions.items()} == {
         "a": (1, 8, 4), "b": (1, 8, 4)}
     assert not any(p.spinning for p in plan.sessions.values())  # two sessions may compute side by side
-    assert {p.narrow_threads for p in plan_threads(arms, 8, instances=2).sessions.values()} == {2}
-    assert {p.narrow_threads for p in plan_threads(arms, 2).sessions.values()} == {1}
-    assert {p.narrow_threads for p in plan_threads(arms * 3, 2).sessions.values()} == {1}  # at least one
-    assert {p.intra_op_threads for p in plan_threads(arms, 8, threads=6).sessions.values()} == {6}
+    assert {p.narrow_threads for p in plan_threads(arms, 8, kind="adaptive", instances=2).sessions.values()} == {2}
+    assert {p.narrow_threads for p in plan_threads(arms, 2, kind="adaptive").sessions.values()} == {1}
+    assert {p.narrow_threads for p in plan_threads(arms * 3, 2, kind="adaptive").sessions.values()} == {1}  # at least one
+    assert {p.intra_op_threads for p in plan_threads(arms, 8, kind="adaptive", threads=6).sessions.values()} == {6}
     assert "8 thread(s) for a request that finds the server idle, 4 while other inferences run" in plan.describe()
 
 
@@ -148,6 +148,7 @@ def test_the_shared_plan_gives_every_session_the_one_pool_of_every_core():
     arms = [arm_model_config("a", threads=1), arm_model_config("b", instances=2)]
     plan = plan_threads(arms, 8, kind="shared")
     assert plan.kind == "shared" and plan.one_at_a_time and plan.pool_threads == 8
+    assert plan_threads(arms, 8) == plan   # the default: a lone request gets what it gets in-process
     # config.pbtxt's intra_op_thread_count is ignored, as the onnxruntime backend ignores it with a global pool.
     assert {n: (p.instances, p.intra_op_threads) for n, p in plan.sessions.items()} == {"a": (1, 0), "b": (2, 0)}
     assert plan_threads(arms, 8, kind="shared", threads=3).pool_threads == 3
@@ -182,7 +183,7 @@ def test_the_per_session_plan_honours_the_exported_thread_count_unless_overridde
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"threads": 0}, "--threads must be >= 1"), ({"instances": 0}, "--instances must be >= 1"),
-    ({"kind": "global"}, "--thread-plan 'global': use one of adaptive, shared, per-session"),
+    ({"kind": "global"}, "--thread-plan 'global': use one of shared, adaptive, per-session"),
 ])
 def test_a_bad_thread_plan_is_an_error_naming_the_flag(kwargs, message):
     with pytest.raises(AbqaError, match=message):
@@ -235,7 +236,7 @@ def test_the_adaptive_runtime_answers_alike_on_its_wide_and_narrow_sessions(tiny
     from abqa.serve.session import PlanRuntime
 
     arms = [read_arm_model_config(tiny_repository, name) for name in ("bert", "distilbert")]
-    runtime = PlanRuntime(plan_threads(arms, 4))
+    runtime = PlanRuntime(plan_threads(arms, 4, kind="adaptive"))
     instance = runtime.open_instance("bert", arms[0].model_path)
     assert instance.session.get_session_options().intra_op_num_threads == 4
     assert instance.narrow.get_session_options().intra_op_num_threads == 2
@@ -245,7 +246,7 @@ def test_the_adaptive_runtime_answers_alike_on_its_wide_and_narrow_sessions(tiny
         busy = instance.run(["start_logits"], feeds)
     np.testing.assert_allclose(alone[0], busy[0], rtol=1e-5, atol=1e-5)
     # One arm alone has nothing to share the cores with: one session.
-    single = PlanRuntime(plan_threads(arms[:1], 4)).open_instance("bert", arms[0].model_path)
+    single = PlanRuntime(plan_threads(arms[:1], 4, kind="adaptive")).open_instance("bert", arms[0].model_path)
     assert single.narrow is None
 
 
@@ -288,9 +289,12 @@ def test_ready_report_names_urls_pid_and_every_model(tiny_repository):
     first, plan, *rest = report.splitlines()
     assert first == ("abqa serve: ready (pid 42) http=http://127.0.0.1:1 grpc=127.0.0.1:2 "
                      "metrics=http://127.0.0.1:3/metrics")
-    assert plan.strip().startswith("thread plan adaptive: each instance 2 thread(s) for a request that finds")
+    assert plan.strip() == ("thread plan shared: one ONNX Runtime pool of 2 thread(s) for every session, one "
+                            "inference at a time (arrival order across arms)")
     assert [line.split()[:2] for line in rest[:2]] == [["bert", "READY"], ["distilbert", "READY"]]
-    assert "1 instance(s) x 2/1 ONNX Runtime threads (idle/busy)" in rest[0]
+    assert "1 instance(s)  [" in rest[0]
+    adaptive = ready_report(arms, plan_threads(arms, 2, kind="adaptive"), options, pid=42)
+    assert "1 instance(s) x 2/1 ONNX Runtime threads (idle/busy)" in adaptive
     per_session = ready_report(arms, plan_threads(arms, 2, kind="per-session"), options, pid=42)
     assert "1 instance(s) x 1 ONNX Runtime thread(s)" in per_session
 
@@ -416,7 +420,7 @@ def test_server_stops_cleanly_on_a_signal_and_leaves_no_process(tiny_repository,
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("thread_plan", ["shared", "per-session"])
+@pytest.mark.parametrize("thread_plan", ["shared", "adaptive", "per-session"])
 def test_every_thread_plan_serves_what_onnx_runtime_answers_in_process(tiny_repository, thread_plan):
     import tritonclient.grpc as grpcclient
 

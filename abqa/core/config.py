@@ -36,6 +36,10 @@ MAX_ANSWER_LENGTH = 30
 # CPU, and the default when the device is unknown; abqa.core.qa.pad_multiple_for says why, per device.
 PAD_MULTIPLE = 8
 PAD_MULTIPLE_GPU = 64
+# How `abqa serve` spends the cores (abqa.serve.repository.ThreadPlan); benchmarks/performance.py chose the default:
+# one pool of every core, one inference at a time, gives a lone request what it gets in-process.
+THREAD_PLANS = ("shared", "adaptive", "per-session")
+DEFAULT_THREAD_PLAN = "shared"
 
 DEFAULT_MODEL_REPOSITORY = Path("model_repository")
 DEFAULT_RUNS_DIR = Path("runs")
