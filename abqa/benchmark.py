@@ -22,8 +22,9 @@ from abqa.triton.endpoint import Endpoint
 
 log = logging.getLogger(__name__)
 
-# Sized for a 2-core machine: about five minutes with the real-size stand-ins (the thread plan halved the time per
-# question, so twice the 200 questions of before fit in the same time; benchmarks/results/ has the measurements).
+# Sized for a 2-core machine: about five minutes with the real-size stand-ins. The shared thread plan answers a
+# question (both arms, one request at a time) 1.9x faster than one thread per session did, so 400 questions take
+# about the time 200 took before (benchmarks/results/performance-2026-12-03.txt, section 2).
 DEFAULT_SAMPLE = 400
 DEFAULT_USERS = "1,2,4"
 DEFAULT_DURATION = "20s"

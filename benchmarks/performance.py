@@ -39,7 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-from abqa.core.config import DEFAULT_MODEL_REPOSITORY, MAX_SEQ_LENGTH, PAD_MULTIPLE, PAD_MULTIPLE_GPU
+from abqa.core.config import (DEFAULT_MODEL_REPOSITORY, DEFAULT_THREAD_PLAN, MAX_SEQ_LENGTH, PAD_MULTIPLE,
+                              PAD_MULTIPLE_GPU)
 from abqa.core.machine import cpu_count, cpu_model
 from abqa.core.repository import ArmPaths
 from abqa.serve.repository import discover_arms, read_arm_model_config
@@ -47,6 +48,7 @@ from abqa.serve.repository import discover_arms, read_arm_model_config
 SERVE_GOAL, CONCURRENCY_GOAL, INT8_GOAL, FULL_DEV_GOAL_MIN = 1.10, 0.95, 2.5, 40.0
 PAUSE_S = 0.15                  # lets the other path's spinning workers go to sleep
 PAD_MULTIPLES = (1, 8, 16, 32, 64)
+DEFAULT_LABEL = f"{DEFAULT_THREAD_PLAN} (default)"
 BUCKETS = (64, 128, 192, 256, 320, 384)
 
 
@@ -61,13 +63,15 @@ class PlanSpec:
 
 
 def plan_specs(cores: int) -> list[PlanSpec]:
-    return [
+    specs = [
         PlanSpec("per-session, config.pbtxt's threads (cores shared out)", "per-session"),
         PlanSpec(f"per-session, {cores} threads each, no spinning", "per-session", cores),
         PlanSpec("onnxruntime defaults: every core per session, spinning", "onnxruntime-defaults"),
         PlanSpec("shared: one pool, one inference at a time", "shared"),
-        PlanSpec("adaptive: every core when idle, a share when busy (default)", "adaptive"),
+        PlanSpec("adaptive: every core when idle, a share when busy, no spinning", "adaptive"),
     ]
+    return [PlanSpec(f"{spec.label} (default)", spec.kind) if spec.kind == DEFAULT_THREAD_PLAN else spec
+            for spec in specs]
 
 
 # --- requests ------------------------------------------------------------------------------------------------------
@@ -404,14 +408,15 @@ def main(argv: list[str] | None = None) -> int:
                   f"ratio {row['ratio']:.3f}x  ({verdict} <= {SERVE_GOAL:.2f}x)", file=out, flush=True)
 
         # The best other plan of 2, served too, beside the default server: both idle but for the one measured.
-        rival = max((row for row in figures["plans"]["plans"] if row["kind"] not in ("adaptive", "onnxruntime-defaults")),
+        rival = max((row for row in figures["plans"]["plans"]
+                     if row["kind"] not in (DEFAULT_THREAD_PLAN, "onnxruntime-defaults")),
                     key=lambda row: row["work_rate"])
         with start_server(repository, arms=arms, thread_plan=rival["kind"], threads=rival["threads"]) as other:
-            servers = {"adaptive (default)": server.grpc, rival["plan"]: other.grpc}
+            servers = {DEFAULT_LABEL: server.grpc, rival["plan"]: other.grpc}
             loaded = served_concurrency(servers, repository, arms, args.length, args.seconds, args.rounds)
         rates = {label: work_rate({arm: rps[arm] for arm in arms}, reference) for label, rps in loaded.items()}
-        share = rates["adaptive (default)"] / max(rates.values())
-        rps = {arm: loaded["adaptive (default)"][arm] for arm in arms}
+        share = rates[DEFAULT_LABEL] / max(rates.values())
+        rps = {arm: loaded[DEFAULT_LABEL][arm] for arm in arms}
         figures["served_concurrency"] = {"rps": loaded, "work_rate": rates, "default_of_best": share}
         print(f"\n== 4. abqa serve under concurrency: both arms loaded at once through each server, {args.rounds} "
               f"rounds of {args.seconds:.0f} s in rotation", file=out)
@@ -422,8 +427,8 @@ def main(argv: list[str] | None = None) -> int:
               f"({'meets' if share >= CONCURRENCY_GOAL else 'MISSES'} >= {CONCURRENCY_GOAL:.0%})", file=out)
         # Served against in-process under the same load: the default plan's own in-process row of 2, per arm, and
         # the best in-process plan's work rate.
-        in_process = next(row for row in figures["plans"]["plans"] if row["kind"] == "adaptive")
-        of_in_process = rates["adaptive (default)"] / figures["plans"]["best_work_rate"]
+        in_process = next(row for row in figures["plans"]["plans"] if row["kind"] == DEFAULT_THREAD_PLAN)
+        of_in_process = rates[DEFAULT_LABEL] / figures["plans"]["best_work_rate"]
         figures["served_concurrency"].update(
             in_process_rps=in_process["rps"], of_best_in_process=of_in_process,
             served_over_in_process_rps={arm: rps[arm] / in_process["rps"][arm] for arm in arms})
