@@ -104,9 +104,17 @@ def add_load_arguments(group, *, users: str, duration: str, rate: str = "", slo_
 
 
 def add_threads_argument(group) -> None:
+    """--thread-plan and --threads: how `abqa serve` spends the cores (abqa.serve.repository.ThreadPlan)."""
+    from abqa.core.config import DEFAULT_THREAD_PLAN, THREAD_PLANS
+
+    group.add_argument("--thread-plan", choices=THREAD_PLANS, default=DEFAULT_THREAD_PLAN,
+                       help="shared: one ONNX Runtime pool of every core for all the sessions, one inference at a time; "
+                       "adaptive: a request that finds the server idle runs on every core, one that arrives while "
+                       "others run on its share of them (two sessions per instance); per-session: each session its own "
+                       "pool, sessions side by side (default: %(default)s)")
     group.add_argument("--threads", type=int, default=None,
-                       help="ONNX Runtime intra-op threads per session (default: config.pbtxt's, else planned from "
-                       "the cores)")
+                       help="ONNX Runtime threads: of the wide sessions (adaptive) or the pool (shared), default every "
+                       "core; per session under per-session, default config.pbtxt's, else the cores shared out")
 
 
 MARGIN_METRICS = ("f1", "em")

@@ -148,6 +148,26 @@ ARM_HEADERS = ["arm", "source", "questions", "EM % [95% CI]", "F1 % [95% CI]", "
                "p95 ms [CI]", "p99 ms [CI]", "mean ms [CI]", "parameters", "ONNX size", "peak memory"]
 
 
+def concurrency_note(data: dict[str, Any]) -> str | None:
+    """The label of latencies measured with other requests of the run in flight (meta.json's latency); None when
+    they were measured in isolation, or nothing says."""
+    conditions = data["run"].get("latency") or {}
+    if conditions.get("isolated", True):
+        return None
+    return (f"Latencies measured under concurrency: up to {conditions['concurrency']} requests of this run in flight "
+            f"on the server at once ({conditions['how']}); they are not lone-request latencies.")
+
+
+def arm_headers(data: dict[str, Any]) -> list[str]:
+    """ARM_HEADERS, the latency columns marked with the concurrency they were measured under when it was not 1."""
+    conditions = data["run"].get("latency") or {}
+    if conditions.get("isolated", True):
+        return ARM_HEADERS
+    mark = f" @{conditions['concurrency']} in flight"
+    return [header + mark if header.split()[0] in ("p50", "p90", "p95", "p99", "mean") else header
+            for header in ARM_HEADERS]
+
+
 def _pair_rows(test: dict[str, Any]) -> list[list[str]]:
     a, b = test["arm_a"], test["arm_b"]
     m, t, w = test["mcnemar"], test["paired_t_f1"], test["wilcoxon_f1"]
@@ -356,7 +376,9 @@ def layout(data: dict[str, Any], figures: list[str]) -> Document:
     blocks.extend(decision_blocks(data))
 
     blocks.append(Heading("Arms"))
-    blocks.append(_without_empty_columns(Table(ARM_HEADERS, _arm_rows(data)), keep=3))
+    blocks.append(_without_empty_columns(Table(arm_headers(data), _arm_rows(data)), keep=3))
+    if concurrency_note(data):
+        blocks.append(Paragraph(concurrency_note(data), css="warn"))
     blocks.extend(squad_v2_blocks(data))  # nothing on a SQuAD v1.1 run
 
     blocks.append(Heading("Comparisons"))

@@ -311,7 +311,7 @@ def run_info(inputs: RunInputs) -> dict[str, Any]:
     if meta is not None:
         facts.update(kind=meta.kind.value, created_at=meta.created_at, status=meta.status.value, order=meta.order,
                      seed=meta.seed, versions=meta.versions)
-        for key in ("dataset", "server", "client", "machine"):
+        for key in ("dataset", "server", "client", "machine", "latency"):
             part = getattr(meta, key)
             facts[key] = part.to_dict() if part is not None else None
     return facts

@@ -21,7 +21,7 @@ from abqa.core.config import MAX_SEQ_LENGTH, validate_arm_name
 from abqa.core.errors import AbqaError
 from abqa.core.io import read_json_file
 from abqa.core.qa import (Answer, answer_with_null_threshold, best_answer, encode_question, group_by_length,
-                          load_tokenizer)
+                          load_tokenizer, pad_multiple_for)
 from abqa.core.records import ExportMetadata
 from abqa.core.run import ArmInfo, ArmKind, EvalRecord, EvalStatus, TritonModel
 from abqa.core.scoring import SQUAD_V1, ScoringRule
@@ -215,6 +215,11 @@ class ServedArm:
                         self.name, metadata_path)
         self.tokenizer = load_tokenizer(paths.tokenizer)
 
+    @property
+    def pad_multiple(self) -> int:
+        """The length buckets of this arm's requests (abqa.core.qa.pad_multiple_for its device)."""
+        return pad_multiple_for(self.model.instance_kind if self.model is not None else None)
+
     def close(self) -> None:
         if self.client is not None:
             self.client.close()
@@ -234,8 +239,8 @@ class ServedArm:
         """The best span for any question and context (no reference needed: the router and the app use this),
         timed end to end; a request that fails for good raises InferFailed."""
         began = time.perf_counter()
-        windows = encode_question(self.tokenizer, question, context,
-                                  input_names=self.model.input_names, max_seq_length=self.max_seq_length)
+        windows = encode_question(self.tokenizer, question, context, input_names=self.model.input_names,
+                                  max_seq_length=self.max_seq_length, pad_multiple=self.pad_multiple)
         start_logits: list[np.ndarray | None] = [None] * len(windows)
         end_logits: list[np.ndarray | None] = [None] * len(windows)
         batch_limit = self.model.max_batch_size or 1
@@ -264,10 +269,12 @@ class ServedArm:
             info = info.model_copy(update={
                 "standin": export.standin, "source": export.source, "source_kind": export.source_kind,
                 "revision": export.revision, "architecture": export.architecture, "variant": export.variant,
+                "base_arm": export.base_arm,
                 "parameters": export.parameters, "onnx_file_size": export.onnx_file_size,
                 "onnx_sha256": export.onnx_sha256,
                 "metadata_file": str(ArmPaths(self.repository, self.name).metadata.resolve())})
         if self.model is not None:
+            info.pad_multiple = self.pad_multiple
             info.triton = TritonModel(
                 platform=self.model.platform, versions=list(self.model.versions),
                 inputs=[f"{t.name}:{t.datatype}" for t in self.model.inputs],

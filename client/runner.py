@@ -27,7 +27,8 @@ from abqa.core import data_sources
 from abqa.core.errors import AbqaError
 from abqa.core.machine import machine_info, package_versions
 from abqa.core.records import STANDIN_WARNING
-from abqa.core.run import (ArmInfo, ClientInfo, DatasetInfo, DecisionPlan, EvalRecord, LanguagePart, MachineInfo,
+from abqa.core.run import (ArmInfo, ClientInfo, DatasetInfo, DecisionPlan, EvalRecord, LanguagePart,
+                           LatencyConditions, MachineInfo,
                            QaSettings, RunFolder, RunMeta, RunStatus, ServerInfo, SquadV2Settings, read_eval_records,
                            write_eval_records)
 from abqa.core.run.lock import RunFolderUnwritable, cannot_write
@@ -152,6 +153,24 @@ def arm_order(arms: Sequence[str], order: str, seed: int, question_id: str, posi
         shift = position % len(arms)
         return arms[shift:] + arms[:shift]
     return arms
+
+
+def request_concurrency(order: str, served_arms: int) -> int:
+    """How many requests of a run are in flight on the server at once: every served arm under --order parallel,
+    else one (each question's arms take turns, so each latency is measured in isolation)."""
+    return max(1, served_arms) if order == "parallel" else 1
+
+
+def latency_conditions(order: str, served_arms: int, records: Sequence[EvalRecord]) -> LatencyConditions | None:
+    """meta.json's `latency`: the most requests in flight at once over the run's records (a resumed run may have
+    been written by another abqa), or what the order implies when there is no served record yet."""
+    if not served_arms:
+        return None
+    recorded = [record.concurrency for record in records if record.concurrency is not None]
+    concurrency = max(recorded, default=request_concurrency(order, served_arms))
+    how = (f"--order {order}: every served arm's request in flight at once" if order == "parallel"
+           else f"--order {order}: one request at a time, each question's arms in turn")
+    return LatencyConditions(concurrency=concurrency, isolated=concurrency == 1, how=how)
 
 
 def options_to_argv(options: EvalOptions) -> list[str]:
@@ -422,21 +441,24 @@ class _Worker:
         self._jobs.put(None)
 
 
-def answer_or_fail(arm: ServedArm, question: SquadQuestion) -> EvalRecord:
-    """A served answer, or a failed record when the model failed; ServerGone when the server no longer serves the
-    arm (dead, shutting down: NOT_FOUND while it unloads the models, UNAVAILABLE, connection refused)."""
+def answer_or_fail(arm: ServedArm, question: SquadQuestion, concurrency: int = 1) -> EvalRecord:
+    """A served answer, or a failed record when the model failed, saying how many of the run's requests were in
+    flight meanwhile (`concurrency`, this one included); ServerGone when the server no longer serves the arm (dead,
+    shutting down: NOT_FOUND while it unloads the models, UNAVAILABLE, connection refused)."""
     started_at = utc_now()
     try:
-        return arm.answer(question)
+        record = arm.answer(question)
     except InferFailed as exc:
         if not serves(arm.client, arm.name):
             raise ServerGone(f"the server at {arm.client.endpoint} stopped answering for arm {arm.name} "
                              f"(question {question.id}: {exc})") from None
         log.warning("arm %s, question %s: failed: %s", arm.name, question.id, exc)
-        return arm.failed_record(question, started_at, str(exc))
+        record = arm.failed_record(question, started_at, str(exc))
     except Exception as exc:  # noqa: BLE001 - one bad question must not end the run; it is recorded
         log.warning("arm %s, question %s: failed: %s: %s", arm.name, question.id, type(exc).__name__, exc)
-        return arm.failed_record(question, started_at, f"{type(exc).__name__}: {exc}")
+        record = arm.failed_record(question, started_at, f"{type(exc).__name__}: {exc}")
+    record.concurrency = concurrency
+    return record
 
 
 def serves(client, model: str) -> bool:
@@ -706,7 +728,8 @@ def _answer_parallel(question: SquadQuestion, pending: list[str], workers: dict[
                      replays: dict[str, ReplayArm], writer: RecordWriter, watch: _ServerWatch,
                      streak: _FailureStreak) -> list[EvalRecord]:
     """Every served arm in flight at once; each record is written as soon as its arm is done."""
-    futures = {workers[arm].submit(answer_or_fail, workers[arm].arm, question): arm for arm in pending if arm in workers}
+    served = [arm for arm in pending if arm in workers]
+    futures = {workers[arm].submit(answer_or_fail, workers[arm].arm, question, len(served)): arm for arm in served}
     records = [replays[arm].answer(question) for arm in pending if arm in replays]
     writer.add(records, durable=False)
     not_done = set(futures)
@@ -800,8 +823,9 @@ def _build_meta(options: EvalOptions, dataset: SquadDataset, questions: list[Squ
         seed=options.seed,
         qa=QaSettings(max_seq_length=core_config.MAX_SEQ_LENGTH, doc_stride=core_config.DOC_STRIDE,
                       n_best=core_config.N_BEST, max_answer_length=core_config.MAX_ANSWER_LENGTH,
-                      pad_multiple=core_config.PAD_MULTIPLE,
+                      pad_multiple=_pad_multiple(workers),
                       squad_v2=squad_v2_meta(options) if dataset.rule.allows_no_answer else None),
+        latency=latency_conditions(options.order, len(options.arms), records),
         arms=arms,
         server=server,
         client=ClientInfo(peak_rss_mb=_max_or_none(client_peak_rss_mb(), old_client)),
@@ -823,6 +847,13 @@ def _declared_decision(options: EvalOptions, previous: RunMeta | None) -> Decisi
     if options.decision is None:
         return None
     return options.decision.model_copy(update={"declared_at": options.decision.declared_at or utc_now()})
+
+
+def _pad_multiple(workers: dict[str, _Worker]) -> int:
+    """The served arms' length buckets when they agree (one device), else the CPU policy's (each arm has its own in
+    meta.json's arms.<arm>.pad_multiple)."""
+    multiples = {worker.arm.pad_multiple for worker in workers.values()}
+    return multiples.pop() if len(multiples) == 1 else core_config.PAD_MULTIPLE
 
 
 def squad_v2_meta(options: EvalOptions) -> SquadV2Settings:

@@ -27,12 +27,20 @@ class BatchingConfig:
     max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE
 
 
+# The rate limiter's resource every CPU instance holds while it computes (one copy in the whole server): with
+# `tritonserver --rate-limit=execution_count` one inference runs at a time, on the onnxruntime backend's global
+# pool of every core (`--backend-config=onnxruntime,enable-global-threadpool=1`). That is `abqa serve
+# --thread-plan shared` (abqa.serve.repository.ThreadPlan); docker-compose.yml starts the official image so.
+CPU_RATE_LIMITER_RESOURCE = "abqa_cpu"
+
+
 @dataclass(frozen=True)
 class InstanceConfig:
     kind: str = "KIND_CPU"   # KIND_CPU | KIND_GPU
     count: int = 1
-    # ONNX Runtime uses every core per session by default; with several models or instances on one
-    # machine their threads must add up to the cores, or they fight.
+    # Threads per session when the backend runs without its global pool (a plain tritonserver): ONNX Runtime
+    # uses every core per session by default, and with several models or instances on one machine their
+    # threads must add up to the cores, or they fight.
     intra_op_threads: int = 0  # 0 = ONNX Runtime's default
 
 
@@ -96,7 +104,10 @@ def render_config_pbtxt(config: TritonModelConfig) -> str:
                if batching.max_queue_size > 0 else "")
             + "}"
         )
-    lines.append(f"instance_group [\n  {{\n    count: {instances.count}\n    kind: {instances.kind}\n  }}\n]")
+    # GPU instances keep Triton's default, every instance computing at once: a GPU runs them side by side.
+    rate_limiter = (f'\n    rate_limiter {{\n      resources [ {{ name: "{CPU_RATE_LIMITER_RESOURCE}" global: true count: 1 }} ]'
+                    '\n    }' if instances.kind == "KIND_CPU" else "")
+    lines.append(f"instance_group [\n  {{\n    count: {instances.count}\n    kind: {instances.kind}{rate_limiter}\n  }}\n]")
     if instances.intra_op_threads > 0:
         lines.append(_parameter("intra_op_thread_count", instances.intra_op_threads))
         lines.append(_parameter("inter_op_thread_count", 1))

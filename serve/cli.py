@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         http_port=args.http_port,
         grpc_port=args.grpc_port,
         metrics_port=args.metrics_port,
+        thread_plan=args.thread_plan,
         threads=args.threads,
         instances=args.instances,
         ready_timeout_s=args.ready_timeout,

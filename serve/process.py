@@ -138,7 +138,7 @@ def free_ports(count: int, host: str = DEFAULT_HOST) -> list[int]:
 
 def serve_command(repository: Path, *, arms=None, host: str, http_port: int, grpc_port: int, metrics_port: int,
                   threads: int | None, instances: int | None, ready_timeout_s: float,
-                  max_queue_size: int | None = None) -> list[str]:
+                  thread_plan: str | None = None, max_queue_size: int | None = None) -> list[str]:
     command = [
         sys.executable, "-m", "abqa", "serve",
         "--model-repository", str(repository),
@@ -148,6 +148,8 @@ def serve_command(repository: Path, *, arms=None, host: str, http_port: int, grp
     ]
     if arms:
         command += ["--arms", ",".join(arms)]
+    if thread_plan is not None:
+        command += ["--thread-plan", thread_plan]
     if threads is not None:
         command += ["--threads", str(threads)]
     if instances is not None:
@@ -167,6 +169,7 @@ def start_server(
     metrics_port: int | None = None,
     threads: int | None = None,
     instances: int | None = None,
+    thread_plan: str | None = None,
     timeout_s: float = DEFAULT_START_TIMEOUT_S,
     log_path: str | os.PathLike | None = None,
     max_queue_size: int | None = None,
@@ -186,7 +189,7 @@ def start_server(
         ports = [port if port is not None else next(chosen) for port in (http_port, grpc_port, metrics_port)]
         try:
             return _start_once(repository, models, host, ports, threads, instances, timeout_s, log_path,
-                               max_queue_size)
+                               max_queue_size, thread_plan)
         except _PortTaken as taken:
             if taken.port in requested or attempt == 3:
                 raise AbqaError(taken.message) from None
@@ -195,12 +198,13 @@ def start_server(
 
 @contextlib.contextmanager
 def server_for_run(repository: str | os.PathLike, arms: Sequence[str], protocol: str, *,
-                   echo: Callable[[str], None] = print, threads: int | None = None,
+                   echo: Callable[[str], None] = print, threads: int | None = None, thread_plan: str | None = None,
                    log_path: str | os.PathLike | None = None) -> Iterator[tuple[ServerHandle, Endpoint]]:
     """`--start-server`: `abqa serve` on free loopback ports for one run, announced through `echo`; yields the
     handle and the endpoint the run speaks `protocol` to, and stops the server when the run is over."""
     echo(f"starting abqa serve on {repository} for arms {', '.join(arms)} ...")
-    with start_server(repository, arms=list(arms), threads=threads, log_path=log_path) as server:
+    with start_server(repository, arms=list(arms), threads=threads, thread_plan=thread_plan,
+                      log_path=log_path) as server:
         echo(f"abqa serve ready (pid {server.pid}): HTTP {server.http.url}, gRPC {server.grpc.url}, "
              f"metrics {server.http.metrics_url}")
         yield server, server.endpoint(protocol)
@@ -213,7 +217,8 @@ class _PortTaken(Exception):
 
 
 def _start_once(repository: Path, models: tuple[str, ...], host: str, ports: list[int], threads, instances,
-                timeout_s: float, log_path, max_queue_size: int | None = None) -> ServerHandle:
+                timeout_s: float, log_path, max_queue_size: int | None = None,
+                thread_plan: str | None = None) -> ServerHandle:
     owned_dir = None
     if log_path is None:
         owned_dir = Path(tempfile.mkdtemp(prefix="abqa-serve-"))
@@ -223,7 +228,7 @@ def _start_once(repository: Path, models: tuple[str, ...], host: str, ports: lis
     http_port, grpc_port, metrics_port = ports
     command = serve_command(repository, arms=models, host=host, http_port=http_port, grpc_port=grpc_port,
                             metrics_port=metrics_port, threads=threads, instances=instances, ready_timeout_s=timeout_s,
-                            max_queue_size=max_queue_size)
+                            max_queue_size=max_queue_size, thread_plan=thread_plan)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with open(log_path, "ab") as log_file:
         # A session of its own (see abqa.core.processes); SIGTERM when the caller dies, even of a SIGKILL, so that

@@ -2,7 +2,8 @@
 
 The same config.pbtxt drives the official Triton image (onnxruntime backend) in docker compose, so this
 module reads it with the export stage's parser and takes from it what a PyTriton binding needs: tensors,
-max_batch_size, dynamic batching, instance count and ONNX Runtime threads.
+max_batch_size, dynamic batching, instance count and ONNX Runtime threads; `plan_threads` decides how the
+server's sessions share the cores.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from abqa.core.config import DEFAULT_THREAD_PLAN, THREAD_PLANS
 from abqa.core.errors import AbqaError
 from abqa.core.repository import CONFIG_FILENAME, MODEL_FILENAME, ArmPaths, arm_folders
 from abqa.export.triton_config import TensorSpec
@@ -35,10 +37,56 @@ class ArmModelConfig:
 
 @dataclass(frozen=True)
 class SessionPlan:
-    """How many ONNX Runtime sessions an arm gets (one per instance) and threads per session."""
+    """An arm's model instances and, for each, its ONNX Runtime session(s) and their threads."""
 
     instances: int
-    intra_op_threads: int
+    intra_op_threads: int   # the session's own pool; 0 under the shared plan (the process's one pool)
+    spinning: bool = True   # ONNX Runtime's workers spin-wait for work between operators
+    narrow_threads: int = 0 # adaptive: each instance's second session, for requests that arrive while others run
+
+
+@dataclass(frozen=True)
+class ThreadPlan:
+    """How `abqa serve` spends the cores on the arms' sessions (benchmarks/performance.py measures each kind).
+
+    shared (the default): one ONNX Runtime thread pool of every core for all the sessions, and one inference at a
+    time in arrival order across arms: a lone request runs as the model alone in-process would, and under load
+    each request still has the whole pool (about 7% below one thread per session, measured). It is what the
+    official image does with the onnxruntime backend's global thread pool and Triton's rate limiter
+    (export/triton_config.py, docker-compose.yml).
+    adaptive: every instance has two sessions, a wide one of every core and a narrow one of the
+    cores shared out. A request that finds no other inference running in the server takes the wide one (the
+    whole machine, as if the model ran alone in-process); one that arrives while others run takes the narrow one,
+    so that under load every core works on its own request, as with one thread per session. Costs a second copy
+    of each model's weights in memory; without spin-waiting, a lone request is slower than in-process.
+    per-session: every session its own pool, sessions run side by side (the onnxruntime backend's default); each
+    session's threads are config.pbtxt's intra_op_thread_count or the cores shared out.
+    """
+
+    kind: str
+    pool_threads: int                   # shared: the one pool's threads; else 0
+    sessions: dict[str, SessionPlan]
+
+    @property
+    def one_at_a_time(self) -> bool:
+        return self.kind == "shared"
+
+    @property
+    def adaptive(self) -> bool:
+        return self.kind == "adaptive"
+
+    def describe(self) -> str:
+        if self.one_at_a_time:
+            return (f"thread plan shared: one ONNX Runtime pool of {self.pool_threads} thread(s) for every session, "
+                    "one inference at a time (arrival order across arms)")
+        first = next(iter(self.sessions.values()), SessionPlan(1, 1))
+        if self.adaptive:
+            return (f"thread plan adaptive: each instance {first.intra_op_threads} thread(s) for a request that finds "
+                    f"the server idle, {first.narrow_threads} while other inferences run (two sessions per instance)")
+        threads = sorted({plan.intra_op_threads for plan in self.sessions.values()})
+        spinning = "on" if all(plan.spinning for plan in self.sessions.values()) else "off"
+        return (f"thread plan per-session: each session its own pool of {'/'.join(map(str, threads))} thread(s), "
+                f"sessions run side by side, spin-waiting {spinning}")
 
 
 def discover_arms(repository: Path) -> list[str]:
@@ -130,23 +178,34 @@ def _int_parameter(config, key: str, arm: str) -> int:
     return max(0, value)
 
 
-def plan_sessions(
-    arms: list[ArmModelConfig], cores: int, *, threads: int | None = None, instances: int | None = None
-) -> dict[str, SessionPlan]:
-    """ONNX Runtime sessions per arm and threads per session.
+def plan_threads(arms: list[ArmModelConfig], cores: int, *, kind: str = DEFAULT_THREAD_PLAN, threads: int | None = None,
+                 instances: int | None = None) -> ThreadPlan:
+    """The thread plan for these arms on `cores` cores (pure arithmetic; ThreadPlan says what each kind does).
 
-    Each session would take every core by default, and sessions that fight over 2 cores are slower than
-    sessions that share them; so unless `threads` says otherwise, an arm keeps the intra_op_thread_count its
-    config.pbtxt was exported with, and an arm without one (or whose instance count is overridden, which makes
-    the exported figure wrong) gets cores // (arms x instances), at least 1.
+    adaptive: the wide session has `threads` threads (default: every core), the narrow one
+    cores // (arms x instances), at least 1. shared: the pool has `threads` threads (default: every core).
+    Both ignore config.pbtxt's intra_op_thread_count, as the onnxruntime backend does once its global pool is on.
+    per-session: a session has `threads` threads; else the intra_op_thread_count its config.pbtxt was exported
+    with; else (none, or an instance count overridden, which makes the exported figure wrong) the fair share.
+    Sessions that can run side by side never spin-wait: a spinning worker holds a core that another session's
+    thread is waiting for (one session alone keeps ONNX Runtime's spinning).
     """
+    if kind not in THREAD_PLANS:
+        raise AbqaError(f"--thread-plan {kind!r}: use one of {', '.join(THREAD_PLANS)}")
     if threads is not None and threads < 1:
         raise AbqaError(f"--threads must be >= 1, got {threads}")
     if instances is not None and instances < 1:
         raise AbqaError(f"--instances must be >= 1, got {instances}")
     counts = {arm.name: instances or arm.instances for arm in arms}
     sessions = sum(counts.values())
-    fair_share = max(1, cores // max(1, sessions))
+    every_core = max(1, cores)
+    fair_share = max(1, every_core // max(1, sessions))
+    if kind == "shared":
+        return ThreadPlan(kind, threads or every_core, {name: SessionPlan(count, 0) for name, count in counts.items()})
+    if kind == "adaptive":
+        return ThreadPlan(kind, 0, {name: SessionPlan(count, threads or every_core, spinning=False,
+                                                      narrow_threads=fair_share)
+                                    for name, count in counts.items()})
     plans = {}
     for arm in arms:
         if threads is not None:
@@ -155,5 +214,5 @@ def plan_sessions(
             per_session = arm.intra_op_threads
         else:
             per_session = fair_share
-        plans[arm.name] = SessionPlan(counts[arm.name], per_session)
-    return plans
+        plans[arm.name] = SessionPlan(counts[arm.name], per_session, spinning=sessions == 1)
+    return ThreadPlan(kind, 0, plans)

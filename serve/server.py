@@ -21,11 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from abqa.core.config import DEFAULT_HOST, DEFAULT_MAX_QUEUE_SIZE, GRPC_PORT, HTTP_PORT, METRICS_PORT
+from abqa.core.config import (DEFAULT_HOST, DEFAULT_MAX_QUEUE_SIZE, DEFAULT_THREAD_PLAN, GRPC_PORT, HTTP_PORT,
+                              METRICS_PORT)
 from abqa.core.errors import AbqaError
 from abqa.core.processes import reap, start_guardian
 from abqa.serve.process import READY_PREFIX
-from abqa.serve.repository import (ArmModelConfig, SessionPlan, discover_arms, plan_sessions, read_arm_model_config,
+from abqa.serve.repository import (ArmModelConfig, ThreadPlan, discover_arms, plan_threads, read_arm_model_config,
                                    select_arms)
 from abqa.triton.endpoint import Endpoint, is_loopback
 
@@ -44,7 +45,8 @@ class ServeOptions:
     http_port: int = HTTP_PORT
     grpc_port: int = GRPC_PORT
     metrics_port: int = METRICS_PORT
-    threads: int | None = None            # ONNX Runtime intra-op threads per session (None: planned)
+    thread_plan: str = DEFAULT_THREAD_PLAN  # shared | adaptive | per-session (abqa.serve.repository.ThreadPlan)
+    threads: int | None = None            # the wide sessions' or the pool's threads, or each session's (None: planned)
     instances: int | None = None          # instances per model (None: config.pbtxt's instance_group count)
     ready_timeout_s: float = 180.0
     triton_log: Path | None = None        # keep tritonserver's log here (default: a temporary file)
@@ -89,14 +91,15 @@ def check_ports_free(host: str, ports: dict[str, int]) -> None:
                 ) from exc
 
 
-def make_infer_callable(session, output_names: list[str]) -> Callable:
-    """A PyTriton inference callable: `@batch` hands it the dynamic batch as one array per input."""
+def make_infer_callable(run: Callable[[list[str], dict], list], output_names: list[str]) -> Callable:
+    """A PyTriton inference callable: `@batch` hands it the dynamic batch as one array per input; `run` is a
+    session's run as the thread plan wraps it (abqa.serve.session.PlanRuntime)."""
     from pytriton.decorators import batch
 
     @batch
     def infer(**inputs):
         # Triton batches only requests of equal shape (the inputs are not ragged), so one run serves them all.
-        results = session.run(output_names, inputs)
+        results = run(output_names, inputs)
         return dict(zip(output_names, results))
 
     return infer
@@ -132,15 +135,16 @@ def pytriton_binding(arm: ArmModelConfig, max_queue_size: int = 0):
     return inputs, outputs, config
 
 
-def build_callables(arm: ArmModelConfig, plan: SessionPlan) -> list[Callable]:
-    """One ONNX Runtime session per instance, as the onnxruntime backend does."""
-    from abqa.serve.session import check_session_matches, create_session
+def build_callables(arm: ArmModelConfig, runtime) -> list[Callable]:
+    """One instance per config.pbtxt instance (its sessions as the thread plan says), as the onnxruntime backend
+    does; `runtime` is the process's abqa.serve.session.PlanRuntime."""
+    from abqa.serve.session import check_session_matches
 
     callables = []
-    for _ in range(plan.instances):
-        session = create_session(arm.model_path, plan.intra_op_threads, arm=arm.name)
-        check_session_matches(session, arm.inputs, arm.outputs, arm.name)
-        callables.append(make_infer_callable(session, [spec.name for spec in arm.outputs]))
+    for _ in range(runtime.plan.sessions[arm.name].instances):
+        instance = runtime.open_instance(arm.name, arm.model_path)
+        check_session_matches(instance.session, arm.inputs, arm.outputs, arm.name)
+        callables.append(make_infer_callable(instance.run, [spec.name for spec in arm.outputs]))
     return callables
 
 
@@ -179,19 +183,23 @@ def tail(path: Path, lines: int = 25) -> str:
     return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
 
 
-def ready_report(arms: list[ArmModelConfig], plans: dict[str, SessionPlan], options: ServeOptions, pid: int) -> str:
-    """What `abqa serve` prints once every model answers: URLs, then one line per model."""
+def ready_report(arms: list[ArmModelConfig], plan: ThreadPlan, options: ServeOptions, pid: int) -> str:
+    """What `abqa serve` prints once every model answers: URLs, the thread plan, then one line per model."""
     http, grpc = options.endpoint("http"), options.endpoint("grpc")
-    lines = [f"{READY_PREFIX} (pid {pid}) http={http.url} grpc={grpc.address} metrics={http.metrics_url}"]
+    lines = [f"{READY_PREFIX} (pid {pid}) http={http.url} grpc={grpc.address} metrics={http.metrics_url}",
+             f"  {plan.describe()}"]
     for arm in arms:
-        plan = plans[arm.name]
+        session = plan.sessions[arm.name]
         queue = queue_bound(arm, options.max_queue_size)
         batching = (f"dynamic batching {list(arm.preferred_batch_sizes)} within {arm.max_queue_delay_us} us, "
                     + (f"queue of {queue}" if queue else "unbounded queue")
                     if arm.max_batch_size > 0 else "no batching")
+        threads = ("" if plan.one_at_a_time else
+                   f" x {session.intra_op_threads}/{session.narrow_threads} ONNX Runtime threads (idle/busy)"
+                   if plan.adaptive else f" x {session.intra_op_threads} ONNX Runtime thread(s)")
         lines.append(
             f"  {arm.name:<16} READY  max_batch_size {arm.max_batch_size}, {batching}, "
-            f"{plan.instances} instance(s) x {plan.intra_op_threads} ONNX Runtime thread(s)  [{arm.model_path}]"
+            f"{session.instances} instance(s){threads}  [{arm.model_path}]"
         )
     if not is_loopback(options.host):
         lines.append(f"  listening on {options.host}: reachable from other machines")
@@ -211,17 +219,22 @@ def serve(options: ServeOptions, *, out=None) -> int:
         # PyTriton logs a dozen INFO lines per start; the ready report below says what matters.
         logging.getLogger("pytriton").setLevel(logging.WARNING)
     arms = load_arms(options.repository, options.arms)
-    plans = plan_sessions(arms, cpu_count(), threads=options.threads, instances=options.instances)
+    plan = plan_threads(arms, cpu_count(), kind=options.thread_plan, threads=options.threads,
+                        instances=options.instances)
     check_ports_free(options.host, options.ports)
     use_interpreter_libpython()  # before tritonserver is spawned: it inherits our environment
 
+    from abqa.serve.session import PlanRuntime
+
+    runtime = PlanRuntime(plan)
     # Sessions first: a model ONNX Runtime cannot load is an error naming its arm, before any server starts.
-    bindings = {arm.name: (build_callables(arm, plans[arm.name]),
-                           *pytriton_binding(arm, queue_bound(arm, options.max_queue_size))) for arm in arms}
+    bindings = {arm.name: (build_callables(arm, runtime), *pytriton_binding(arm, queue_bound(arm, options.max_queue_size)))
+                for arm in arms}
 
     from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
 
     with contextlib.ExitStack() as stack:
+        stack.callback(runtime.close)
         if options.triton_log is None:
             log_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="abqa-serve-")))
             triton_log = log_dir / "tritonserver.log"
@@ -267,7 +280,7 @@ def serve(options: ServeOptions, *, out=None) -> int:
             stack.callback(_release, guardian)
             wait_until_answering(arms, options.endpoint("http"), options.ready_timeout_s,
                                  lambda: bool(_tritonservers(me)), lambda: server_output(triton, triton_log))
-            print(ready_report(arms, plans, options, os.getpid()), file=out, flush=True)
+            print(ready_report(arms, plan, options, os.getpid()), file=out, flush=True)
             while _tritonservers(me):
                 time.sleep(1.0)
             raise AbqaError(f"tritonserver exited unexpectedly; its output ends:\n{server_output(triton, triton_log)}")

@@ -1,12 +1,21 @@
 """The ONNX Runtime session behind each served model instance, and the request that proves a model answers.
 
-`create_session` is the one way abqa builds a CPU session for an exported arm, so the server, the serving
-overhead benchmark and the tests that compare Triton's answer with an in-process one all run the same thing.
+`create_session` is the one way abqa builds a CPU session for an exported arm, and `PlanRuntime` the one way a
+thread plan (abqa.serve.repository.ThreadPlan) opens an instance's sessions and runs requests on them, so the
+server, the performance benchmark and the tests that compare Triton's answer with an in-process one all run the
+same thing.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from abqa.serve.repository import ThreadPlan
 
 import numpy as np
 
@@ -14,18 +23,34 @@ from abqa.core.errors import AbqaError
 from abqa.export.triton_config import TensorSpec
 
 
-def create_session(model_path: str | Path, intra_op_threads: int, *, arm: str | None = None):
-    """A CPU InferenceSession with `intra_op_threads` threads (0 = ONNX Runtime's default: every core).
+def use_shared_pool(threads: int) -> None:
+    """Size the process's one ONNX Runtime thread pool, which every session made with `shared_pool=True` runs on
+    (the onnxruntime backend's `enable-global-threadpool`). Call it before the first such session."""
+    import onnxruntime as ort
 
-    Inter-op parallelism is off (1 thread, sequential execution): BERT graphs are one chain of operators, and
-    a second pool would only add threads that compete for the same cores.
+    ort.set_global_thread_pool_sizes(max(1, int(threads)), 1)
+
+
+def create_session(model_path: str | Path, intra_op_threads: int = 0, *, arm: str | None = None,
+                   shared_pool: bool = False, spinning: bool = True):
+    """A CPU InferenceSession: on the process's shared pool (see `use_shared_pool`), or with a pool of its own of
+    `intra_op_threads` threads (0 = ONNX Runtime's default: every core) whose workers spin-wait for work
+    between operators unless `spinning` is False.
+
+    Inter-op parallelism is off (sequential execution): BERT graphs are one chain of operators, and a second
+    pool would only add threads that compete for the same cores.
     """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = max(0, int(intra_op_threads))
-    options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if shared_pool:
+        options.use_per_session_threads = False
+    else:
+        options.intra_op_num_threads = max(0, int(intra_op_threads))
+        options.inter_op_num_threads = 1
+        if not spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types for unreadable or invalid graphs
@@ -66,3 +91,85 @@ def probe_inputs(inputs: tuple[TensorSpec, ...], batch: int = 1, length: int = 8
         spec.name: np.ones((batch, *(length if d == -1 else d for d in spec.dims)), dtype=numpy_dtype(spec.data_type))
         for spec in inputs
     }
+
+
+class OneAtATime:
+    """Runs every inference of the process on one thread, in arrival order: the shared plan's turn-taking.
+
+    Two sessions computing at once on a shared pool would put more threads than cores to work; one at a time,
+    each inference has the whole pool, and the pool's threads never wait for a core. Triton sees an instance
+    that waits its turn as busy, so its queue (and dynamic batching) works as on a saturated instance.
+    """
+
+    def __init__(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="abqa-inference")
+
+    def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return self._executor.submit(fn, *args).result()
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class Occupancy:
+    """The adaptive plan's switch: how many inferences are running in the process right now."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running = 0
+
+    @contextlib.contextmanager
+    def enter(self) -> Iterator[bool]:
+        """Count one inference in for its duration; yields True when no other one was running as it began."""
+        with self._lock:
+            alone = self._running == 0
+            self._running += 1
+        try:
+            yield alone
+        finally:
+            with self._lock:
+                self._running -= 1
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One model instance under a thread plan: `run(output_names, feeds)` picks the session the plan says."""
+
+    session: Any                                # the instance's (wide) session
+    run: Callable[[list[str], dict], list]
+    narrow: Any = None                          # adaptive: the session of requests that arrive while others run
+
+
+class PlanRuntime:
+    """A thread plan at work in one process: the shared pool sized once, the turns of the shared plan, the
+    occupancy of the adaptive one, and each instance's sessions opened as its arm's SessionPlan says."""
+
+    def __init__(self, plan: ThreadPlan) -> None:
+        self.plan = plan
+        self.turns = OneAtATime() if plan.one_at_a_time else None
+        self.occupancy = Occupancy()
+        if plan.one_at_a_time:
+            use_shared_pool(plan.pool_threads)
+
+    def open_instance(self, arm: str, model_path: str | Path) -> Instance:
+        """AbqaError naming the arm when ONNX Runtime cannot load the model."""
+        session_plan = self.plan.sessions[arm]
+        session = create_session(model_path, session_plan.intra_op_threads, arm=arm,
+                                 shared_pool=self.plan.one_at_a_time, spinning=session_plan.spinning)
+        if self.turns is not None:
+            turns = self.turns
+            return Instance(session, lambda names, feeds: turns.run(session.run, names, feeds))
+        if not self.plan.adaptive or session_plan.narrow_threads >= session_plan.intra_op_threads:
+            return Instance(session, session.run)
+        narrow = create_session(model_path, session_plan.narrow_threads, arm=arm, spinning=False)
+        occupancy = self.occupancy
+
+        def run(names: list[str], feeds: dict) -> list:
+            with occupancy.enter() as alone:
+                return (session if alone else narrow).run(names, feeds)
+
+        return Instance(session, run, narrow)
+
+    def close(self) -> None:
+        if self.turns is not None:
+            self.turns.close()

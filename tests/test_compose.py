@@ -152,6 +152,24 @@ def test_exported_config_is_valid_for_the_official_onnxruntime_backend(tiny_repo
     assert [p.name for p in (tiny_repository / arm).iterdir() if p.is_dir() and p.name.isdigit()] == ["1"]
 
 
+def test_the_official_image_runs_one_cpu_inference_at_a_time_on_one_pool_of_every_core(compose, tiny_repository):
+    """abqa serve --thread-plan shared on the official image: the rate limiter (each CPU instance holds the one
+    copy of a global resource while it computes) and the onnxruntime backend's global thread pool."""
+    from abqa.export.triton_config import (CPU_RATE_LIMITER_RESOURCE, InstanceConfig, TritonModelConfig,
+                                           parse_config_pbtxt, render_config_pbtxt)
+
+    command = compose["services"]["triton"]["command"]
+    assert "--rate-limit=execution_count" in command
+    assert "--backend-config=onnxruntime,enable-global-threadpool=1" in command
+    for arm in ("bert", "distilbert"):
+        (group,) = parse_config_pbtxt((tiny_repository / arm / "config.pbtxt").read_text()).instance_group
+        (resource,) = group.rate_limiter.resources
+        assert (resource.name, resource.count, getattr(resource, "global")) == (CPU_RATE_LIMITER_RESOURCE, 1, True)
+    # A GPU runs its instances side by side: no rate limiter there.
+    gpu = render_config_pbtxt(TritonModelConfig("a", (), (), instances=InstanceConfig("KIND_GPU")))
+    assert not parse_config_pbtxt(gpu).instance_group[0].HasField("rate_limiter")
+
+
 @pytest.mark.integration
 def test_abqa_serve_runs_the_same_triton_release_as_compose(triton_server, compose):
     import tritonclient.http as httpclient

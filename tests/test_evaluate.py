@@ -3,6 +3,7 @@ driven by a fake Triton client (batching of windows, failures recorded, a dead s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 from pathlib import Path
@@ -21,8 +22,10 @@ from abqa.client.runner import (
     answer_or_fail,
     arm_kinds,
     arm_order,
+    latency_conditions,
     load_records,
     options_to_argv,
+    request_concurrency,
     run_evaluation,
 )
 from abqa.client.summary import KIND_STANDIN, format_group_table, format_table, summarize, summarize_by_group
@@ -204,6 +207,50 @@ def test_retry_failed_asks_again_and_keeps_each_pair_once(tmp_path):
     assert result.summaries[0].exact_match == 100.0
 
 
+# --- the concurrency latencies are measured under -------------------------------------------------------------------
+
+
+def record(arm: str, concurrency: int | None) -> EvalRecord:
+    return EvalRecord(id="q", arm=arm, prediction="x", em=1.0, f1=1.0, latency_ms=10.0, started_at="t",
+                      concurrency=concurrency)
+
+
+def test_only_the_parallel_order_puts_several_requests_in_flight():
+    assert [request_concurrency(order, 3) for order in ("random", "interleaved", "parallel")] == [1, 1, 3]
+    assert request_concurrency("parallel", 1) == 1
+
+
+def test_latency_conditions_say_whether_the_run_measured_in_isolation():
+    isolated = latency_conditions("random", 2, [record("a", 1), record("b", 1)])
+    assert isolated.isolated and isolated.concurrency == 1 and "one request at a time" in isolated.how
+    loaded = latency_conditions("parallel", 2, [record("a", 2), record("b", None)])
+    assert not loaded.isolated and loaded.concurrency == 2 and "in flight at once" in loaded.how
+    # Before any record, what the order implies; a resumed run keeps the worst its records say.
+    assert latency_conditions("parallel", 3, []).concurrency == 3
+    assert latency_conditions("random", 2, [record("a", 1), record("a", 2)]).concurrency == 2
+    assert latency_conditions("random", 0, []) is None  # replayed arms only: no latency at all
+
+
+def test_a_served_answer_records_the_concurrency_it_was_measured_under(bert_tokenizer):
+    client = FakeClient(bert_tokenizer, answer="Martha Doyle")
+    assert answer_or_fail(fake_served_arm(bert_tokenizer, client), long_question()).concurrency == 1
+    assert answer_or_fail(fake_served_arm(bert_tokenizer, client), long_question(), 2).concurrency == 2
+    failing = FakeClient(bert_tokenizer, fail=InferFailed("400", transient=False, attempts=1))
+    assert answer_or_fail(fake_served_arm(bert_tokenizer, failing), long_question(), 2).concurrency == 2
+
+
+def test_a_variant_arm_names_its_fp32_base_arm_in_its_provenance(bert_tokenizer):
+    from abqa.core.records import ExportMetadata
+
+    arm = fake_served_arm(bert_tokenizer, FakeClient(bert_tokenizer))
+    arm.export = ExportMetadata(arm="bert-int8", source="standin:bert", source_kind="standin", standin=True,
+                                architecture="bert", variant="int8", base_arm="bert")
+    info = arm.provenance()
+    assert (info.variant, info.base_arm, info.pad_multiple) == ("int8", "bert", 8)
+    arm.model = dataclasses.replace(arm.model, instance_kind="KIND_GPU")
+    assert arm.provenance().pad_multiple == 64
+
+
 # --- arm order ---------------------------------------------------------------------------------------------------------
 
 
@@ -278,6 +325,9 @@ def test_model_info_from_either_protocols_json():
         info = model_info_from_json(metadata, config)
         assert info.input_names == ["input_ids"] and info.output_names == ["start_logits"]
         assert info.inputs[0].shape == (-1, -1) and info.max_batch_size == 8
+        assert info.instance_kind == "KIND_CPU"   # no instance group: Triton's CPU default
+    gpu = {"name": "bert", "max_batch_size": 8, "instance_group": [{"count": 1, "kind": "KIND_GPU"}]}
+    assert model_info_from_json(metadata, gpu).instance_kind == "KIND_GPU"
 
 
 def _server_error(status: str):
@@ -382,7 +432,9 @@ def test_served_arm_batches_windows_within_max_batch_size_and_finds_the_answer(b
     assert record.windows > 8 and record.tokens > 8 * 384 * 0.5
     batch_sizes = [shape["input_ids"][0] for shape in client.requests]
     assert max(batch_sizes) <= 2 and sum(batch_sizes) == record.windows
-    assert {shape["input_ids"][1] for shape in client.requests} <= {64, 128, 192, 256, 320, 384}
+    # Full windows go together; the last one alone, padded to its CPU bucket (a multiple of 8).
+    assert sorted(shape["input_ids"][1] for shape in client.requests)[-1] == 384
+    assert all(shape["input_ids"][1] % 8 == 0 for shape in client.requests)
     assert record.latency_ms > 0 and record.started_at.endswith("+00:00")
 
 

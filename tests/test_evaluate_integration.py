@@ -66,6 +66,8 @@ def test_every_order_mode_answers_each_question_with_each_arm_once(triton_server
         expected = score_answer(record["prediction"], question.answer_texts)
         assert (record["em"], record["f1"]) == (expected.em, expected.f1)
         assert record["latency_ms"] > 0 and record["windows"] >= 1 and record["tokens"] > len(question.question.split())
+        # Every latency says how many of the run's requests were in flight when it was measured.
+        assert record["concurrency"] == (len(ARMS) if order == "parallel" else 1)
     if order != "parallel":
         # Records are written in the order the arms answered, which is the order the mode prescribes.
         for position, question_id in enumerate(questions):
@@ -73,6 +75,8 @@ def test_every_order_mode_answers_each_question_with_each_arm_once(triton_server
             assert answered == arm_order(list(ARMS), order, 3, question_id, position)
     meta = json.loads((out / "meta.json").read_text())
     assert meta["status"] == "complete" and meta["order"] == order
+    isolated = order != "parallel"
+    assert meta["latency"]["isolated"] is isolated and meta["latency"]["concurrency"] == (1 if isolated else len(ARMS))
     assert meta["server"]["kind"] == "abqa-serve" and meta["server"]["pid"] == triton_server.pid
     assert meta["server"]["protocol"] == protocol and meta["server"]["peak_rss_mb"] > 50
     assert meta["server"]["triton_version"].startswith("triton")
@@ -81,6 +85,7 @@ def test_every_order_mode_answers_each_question_with_each_arm_once(triton_server
         assert info["kind"] == "served" and info["architecture"] == arm and info["standin"] is False
         assert info["parameters"] > 1_000_000 and info["onnx_file_size"] > 1_000_000
         assert info["triton"]["max_batch_size"] == 8
+        assert info["base_arm"] is None and info["variant"] == "fp32" and info["pad_multiple"] == 8
     assert meta["arms"]["bert"]["triton"]["inputs"] == ["input_ids:INT64", "attention_mask:INT64", "token_type_ids:INT64"]
     assert meta["arms"]["distilbert"]["triton"]["inputs"] == ["input_ids:INT64", "attention_mask:INT64"]
 

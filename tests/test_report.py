@@ -321,3 +321,20 @@ def test_tiny_samples_are_called_too_few(tmp_path):
     one = build_report(write_run(tmp_path / "one", records[:1] + records[2:3]), n_resamples=FAST)
     assert pair_line(one, "a", "b").startswith("a vs b (1 paired question,")
     assert one.data["tests"]["a__vs__b"]["paired_t_f1"]["p_value"] is None
+
+
+def test_latencies_measured_under_concurrency_are_labelled_so(tmp_path):
+    records = (arm_records("distilbert", 60, p_right=0.7, latency_ms=20, seed=1)
+               + arm_records("bert", 60, p_right=0.8, latency_ms=40, seed=2))
+    arms = {"distilbert": served("distilbert-base"), "bert": served("bert-base")}
+    loaded = {"concurrency": 2, "isolated": False, "how": "--order parallel: every served arm's request in flight"}
+    report = build_report(write_run(tmp_path / "parallel", records, arms, latency=loaded), n_resamples=FAST)
+    html, md, data = read_outputs(report)
+    assert data["run"]["latency"] == loaded
+    assert "p50 ms [CI] @2 in flight" in md and "Latencies measured under concurrency: up to 2 requests" in md
+    assert "not lone-request latencies" in html
+
+    isolated = {"concurrency": 1, "isolated": True, "how": "--order random: one request at a time"}
+    _, md, _ = read_outputs(build_report(write_run(tmp_path / "random", records, arms, latency=isolated),
+                                         n_resamples=FAST))
+    assert "in flight" not in md and "p50 ms [CI] |" in md

@@ -22,7 +22,7 @@ from abqa.serve.libpython import interpreter_libdir, with_libdir_first
 from abqa.serve.repository import (
     ArmModelConfig,
     discover_arms,
-    plan_sessions,
+    plan_threads,
     read_arm_model_config,
     select_arms,
 )
@@ -129,24 +129,125 @@ def test_binding_declares_what_config_pbtxt_declares(tiny_repository, tmp_path):
 # --- planning sessions and threads -----------------------------------------------------------------------------
 
 
-def test_plan_sessions_shares_the_cores():
-    arms = [arm_model_config("a"), arm_model_config("b")]
-    assert {n: (p.instances, p.intra_op_threads) for n, p in plan_sessions(arms, 8).items()} == {"a": (1, 4), "b": (1, 4)}
-    assert {p.intra_op_threads for p in plan_sessions(arms, 8, instances=2).values()} == {2}
-    assert {p.instances for p in plan_sessions(arms, 8, instances=2).values()} == {2}
-    assert {p.intra_op_threads for p in plan_sessions(arms, 1).values()} == {1}  # at least one
-    assert {p.intra_op_threads for p in plan_sessions(arms, 8, threads=3).values()} == {3}
-
-
-def test_plan_sessions_honours_the_exported_thread_count_unless_overridden():
+def test_the_adaptive_plan_gives_an_idle_server_every_core_and_a_busy_one_each_its_share():
     arms = [arm_model_config("a", threads=1), arm_model_config("b")]
-    plans = plan_sessions(arms, 8)
-    assert plans["a"].intra_op_threads == 1 and plans["b"].intra_op_threads == 4
+    plan = plan_threads(arms, 8, kind="adaptive")
+    assert plan.kind == "adaptive" and plan.adaptive and not plan.one_at_a_time
+    # Wide sessions get every core, narrow ones the share of 2 sessions; exported thread counts are ignored.
+    assert {n: (p.instances, p.intra_op_threads, p.narrow_threads) for n, p in plan.sessions.items()} == {
+        "a": (1, 8, 4), "b": (1, 8, 4)}
+    assert not any(p.spinning for p in plan.sessions.values())  # two sessions may compute side by side
+    assert {p.narrow_threads for p in plan_threads(arms, 8, kind="adaptive", instances=2).sessions.values()} == {2}
+    assert {p.narrow_threads for p in plan_threads(arms, 2, kind="adaptive").sessions.values()} == {1}
+    assert {p.narrow_threads for p in plan_threads(arms * 3, 2, kind="adaptive").sessions.values()} == {1}  # at least one
+    assert {p.intra_op_threads for p in plan_threads(arms, 8, kind="adaptive", threads=6).sessions.values()} == {6}
+    assert "8 thread(s) for a request that finds the server idle, 4 while other inferences run" in plan.describe()
+
+
+def test_the_shared_plan_gives_every_session_the_one_pool_of_every_core():
+    arms = [arm_model_config("a", threads=1), arm_model_config("b", instances=2)]
+    plan = plan_threads(arms, 8, kind="shared")
+    assert plan.kind == "shared" and plan.one_at_a_time and plan.pool_threads == 8
+    assert plan_threads(arms, 8) == plan   # the default: a lone request gets what it gets in-process
+    # config.pbtxt's intra_op_thread_count is ignored, as the onnxruntime backend ignores it with a global pool.
+    assert {n: (p.instances, p.intra_op_threads) for n, p in plan.sessions.items()} == {"a": (1, 0), "b": (2, 0)}
+    assert plan_threads(arms, 8, kind="shared", threads=3).pool_threads == 3
+    assert {p.instances for p in plan_threads(arms, 8, kind="shared", instances=4).sessions.values()} == {4}
+    assert plan_threads(arms, 0, kind="shared").pool_threads == 1  # at least one
+    assert "one ONNX Runtime pool of 8 thread(s)" in plan.describe() and "one inference at a time" in plan.describe()
+
+
+def test_the_per_session_plan_shares_the_cores_out():
+    arms = [arm_model_config("a"), arm_model_config("b")]
+    plan = plan_threads(arms, 8, kind="per-session")
+    assert not plan.one_at_a_time and plan.pool_threads == 0
+    assert {n: (p.instances, p.intra_op_threads) for n, p in plan.sessions.items()} == {"a": (1, 4), "b": (1, 4)}
+    assert {p.intra_op_threads for p in plan_threads(arms, 8, kind="per-session", instances=2).sessions.values()} == {2}
+    assert {p.intra_op_threads for p in plan_threads(arms, 1, kind="per-session").sessions.values()} == {1}
+    assert {p.intra_op_threads for p in plan_threads(arms, 8, kind="per-session", threads=3).sessions.values()} == {3}
+    # Sessions side by side must not spin-wait (a spinning worker holds a core another session waits for); alone,
+    # a session keeps ONNX Runtime's spinning.
+    assert not any(p.spinning for p in plan.sessions.values())
+    assert plan_threads(arms[:1], 8, kind="per-session").sessions["a"].spinning
+    assert "spin-waiting off" in plan.describe()
+
+
+def test_the_per_session_plan_honours_the_exported_thread_count_unless_overridden():
+    arms = [arm_model_config("a", threads=1), arm_model_config("b")]
+    sessions = plan_threads(arms, 8, kind="per-session").sessions
+    assert sessions["a"].intra_op_threads == 1 and sessions["b"].intra_op_threads == 4
     # The exported figure was planned for the exported instance count: overriding instances re-plans.
-    assert plan_sessions(arms, 8, instances=2)["a"].intra_op_threads == 2
-    assert plan_sessions(arms, 8, threads=2)["a"].intra_op_threads == 2
-    with pytest.raises(AbqaError, match="--threads"):
-        plan_sessions(arms, 8, threads=0)
+    assert plan_threads(arms, 8, kind="per-session", instances=2).sessions["a"].intra_op_threads == 2
+    assert plan_threads(arms, 8, kind="per-session", threads=2).sessions["a"].intra_op_threads == 2
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"threads": 0}, "--threads must be >= 1"), ({"instances": 0}, "--instances must be >= 1"),
+    ({"kind": "global"}, "--thread-plan 'global': use one of shared, adaptive, per-session"),
+])
+def test_a_bad_thread_plan_is_an_error_naming_the_flag(kwargs, message):
+    with pytest.raises(AbqaError, match=message):
+        plan_threads([arm_model_config("a")], 8, **kwargs)
+
+
+def test_one_at_a_time_runs_every_inference_alone_in_arrival_order():
+    import threading
+    import time
+
+    from abqa.serve.session import OneAtATime
+
+    turns, running, overlaps, order = OneAtATime(), [], [], []
+    lock = threading.Lock()
+
+    def inference(name: str) -> str:
+        with lock:
+            running.append(name)
+            overlaps.append(len(running))
+        time.sleep(0.02)
+        with lock:
+            running.remove(name)
+            order.append(name)
+        return name.upper()
+
+    try:
+        with ThreadPoolExecutor(max_workers=4) as callers:   # four arms' handler threads asking at once
+            futures = []
+            for name in "abcd":
+                futures.append(callers.submit(turns.run, inference, name))
+                time.sleep(0.005)                              # arrival order a, b, c, d
+            assert [future.result() for future in futures] == ["A", "B", "C", "D"]
+    finally:
+        turns.close()
+    assert max(overlaps) == 1 and order == list("abcd")
+
+
+def test_occupancy_says_whether_an_inference_began_alone():
+    from abqa.serve.session import Occupancy
+
+    occupancy = Occupancy()
+    with occupancy.enter() as first:
+        with occupancy.enter() as second:
+            assert first and not second
+    with occupancy.enter() as again:
+        assert again
+
+
+def test_the_adaptive_runtime_answers_alike_on_its_wide_and_narrow_sessions(tiny_repository):
+    from abqa.serve.session import PlanRuntime
+
+    arms = [read_arm_model_config(tiny_repository, name) for name in ("bert", "distilbert")]
+    runtime = PlanRuntime(plan_threads(arms, 4, kind="adaptive"))
+    instance = runtime.open_instance("bert", arms[0].model_path)
+    assert instance.session.get_session_options().intra_op_num_threads == 4
+    assert instance.narrow.get_session_options().intra_op_num_threads == 2
+    feeds = tokenized(tiny_repository, "bert")
+    alone = instance.run(["start_logits"], feeds)
+    with runtime.occupancy.enter():     # another inference running: the narrow session answers
+        busy = instance.run(["start_logits"], feeds)
+    np.testing.assert_allclose(alone[0], busy[0], rtol=1e-5, atol=1e-5)
+    # One arm alone has nothing to share the cores with: one session.
+    single = PlanRuntime(plan_threads(arms[:1], 4, kind="adaptive")).open_instance("bert", arms[0].model_path)
+    assert single.narrow is None
 
 
 # --- the libpython pitfall, ports, the ready line -------------------------------------------------------------
@@ -184,11 +285,18 @@ def test_serve_cli_reports_a_missing_repository(tmp_path, capsys):
 def test_ready_report_names_urls_pid_and_every_model(tiny_repository):
     arms = [read_arm_model_config(tiny_repository, name) for name in ("bert", "distilbert")]
     options = ServeOptions(tiny_repository, http_port=1, grpc_port=2, metrics_port=3)
-    report = ready_report(arms, plan_sessions(arms, 2), options, pid=42)
-    first, *rest = report.splitlines()
+    report = ready_report(arms, plan_threads(arms, 2), options, pid=42)
+    first, plan, *rest = report.splitlines()
     assert first == ("abqa serve: ready (pid 42) http=http://127.0.0.1:1 grpc=127.0.0.1:2 "
                      "metrics=http://127.0.0.1:3/metrics")
+    assert plan.strip() == ("thread plan shared: one ONNX Runtime pool of 2 thread(s) for every session, one "
+                            "inference at a time (arrival order across arms)")
     assert [line.split()[:2] for line in rest[:2]] == [["bert", "READY"], ["distilbert", "READY"]]
+    assert "1 instance(s)  [" in rest[0]
+    adaptive = ready_report(arms, plan_threads(arms, 2, kind="adaptive"), options, pid=42)
+    assert "1 instance(s) x 2/1 ONNX Runtime threads (idle/busy)" in adaptive
+    per_session = ready_report(arms, plan_threads(arms, 2, kind="per-session"), options, pid=42)
+    assert "1 instance(s) x 1 ONNX Runtime thread(s)" in per_session
 
 
 # --- a real Triton --------------------------------------------------------------------------------------------
@@ -309,6 +417,22 @@ def test_server_stops_cleanly_on_a_signal_and_leaves_no_process(tiny_repository,
         assert f"{signal.Signals(signum).name} received, stopping" in server.log_tail()
     finally:
         server.stop()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("thread_plan", ["shared", "adaptive", "per-session"])
+def test_every_thread_plan_serves_what_onnx_runtime_answers_in_process(tiny_repository, thread_plan):
+    import tritonclient.grpc as grpcclient
+
+    from abqa.serve.process import start_server
+
+    feeds = tokenized(tiny_repository, "distilbert")
+    want = create_session(read_arm_model_config(tiny_repository, "distilbert").model_path, 1).run(["end_logits"], feeds)
+    with start_server(tiny_repository, arms=["distilbert"], thread_plan=thread_plan) as server:
+        assert f"thread plan {thread_plan}:" in server.log_tail()
+        with grpcclient.InferenceServerClient(server.grpc.address) as client:
+            got = grpc_infer(client, "distilbert", feeds).as_numpy("end_logits")
+    np.testing.assert_allclose(got, want[0], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.integration

@@ -32,9 +32,14 @@ DOC_STRIDE = 128
 MAX_QUESTION_LENGTH = 64
 N_BEST = 20
 MAX_ANSWER_LENGTH = 30
-# Windows are padded to a multiple of this (at most MAX_SEQ_LENGTH): Triton's dynamic batcher only
-# merges requests of identical shape, so a few length buckets keep short inputs cheap and still batch.
-PAD_MULTIPLE = 64
+# Windows are padded to a multiple of this (at most MAX_SEQ_LENGTH): the length-bucket policy of a model on a
+# CPU, and the default when the device is unknown; abqa.core.qa.pad_multiple_for says why, per device.
+PAD_MULTIPLE = 8
+PAD_MULTIPLE_GPU = 64
+# How `abqa serve` spends the cores (abqa.serve.repository.ThreadPlan); benchmarks/performance.py chose the default:
+# one pool of every core, one inference at a time, gives a lone request what it gets in-process.
+THREAD_PLANS = ("shared", "adaptive", "per-session")
+DEFAULT_THREAD_PLAN = "shared"
 
 # Each load-test step: a warm-up whose requests are not measured, then windows of LOAD_WINDOW answers per arm until
 # the last three agree within the tolerance (loadtest/steps.py). SQuAD windows of 64 to 384 tokens make one

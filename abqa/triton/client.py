@@ -72,6 +72,7 @@ class ModelInfo:
     inputs: tuple[TensorInfo, ...]
     outputs: tuple[TensorInfo, ...]
     max_batch_size: int = 0     # from the model config; 0 = the model does not batch
+    instance_kind: str = "KIND_CPU"   # the config's first instance group: KIND_CPU | KIND_GPU
 
     @property
     def input_names(self) -> list[str]:
@@ -292,6 +293,8 @@ def model_info_from_json(metadata: dict, config: dict) -> ModelInfo:
         inputs=tensors(metadata.get("inputs")),
         outputs=tensors(metadata.get("outputs")),
         max_batch_size=int(config.get("max_batch_size", 0) or 0),
+        instance_kind=next((group.get("kind") for group in config.get("instance_group") or () if group.get("kind")),
+                           "KIND_CPU"),
     )
 
 

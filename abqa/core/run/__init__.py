@@ -15,8 +15,8 @@ from abqa.core.run.load import (LATENCY_KEYS, AnswerCheck, GeneratorView, Latenc
                                 LoadTotals, PoolDataset, RequestLog, RequestLogTail, RequestRecord, ServerStepView,
                                 SloResult, StepRecord, WindowArm, read_request_records)
 from abqa.core.run.meta import (ArmInfo, ArmKind, ArmSummary, ClientInfo, DatasetInfo, DecisionPlan, LanguagePart,
-                                MachineInfo, QaSettings, RouterInfo, RouterRecordCounts, RunKind, RunMeta, RunStatus,
-                                ServerInfo, SquadV2Settings, TritonModel)
+                                LatencyConditions, MachineInfo, QaSettings, RouterInfo, RouterRecordCounts, RunKind,
+                                RunMeta, RunStatus, ServerInfo, SquadV2Settings, TritonModel)
 from abqa.core.run.report import (ArmReport, Equivalence, LoadStepReport, NonInferiority, PairTest, Provenance,
                                   ReportData)
 
@@ -29,8 +29,8 @@ __all__ = [
     "LATENCY_KEYS", "AnswerCheck", "GeneratorView", "LatencyPercentiles", "LoadDocument", "LoadRow", "LoadTotals",
     "PoolDataset", "RequestLog", "RequestLogTail", "RequestRecord", "ServerStepView", "SloResult", "StepRecord",
     "WindowArm", "read_request_records",
-    "ArmInfo", "ArmKind", "ArmSummary", "ClientInfo", "DatasetInfo", "DecisionPlan", "LanguagePart", "MachineInfo",
-    "QaSettings",
+    "ArmInfo", "ArmKind", "ArmSummary", "ClientInfo", "DatasetInfo", "DecisionPlan", "LanguagePart", "LatencyConditions",
+    "MachineInfo", "QaSettings",
     "RouterInfo", "RouterRecordCounts", "RunKind", "RunMeta", "RunStatus", "ServerInfo", "SquadV2Settings",
     "TritonModel",
     "ArmReport", "Equivalence", "LoadStepReport", "NonInferiority", "PairTest", "Provenance", "ReportData",

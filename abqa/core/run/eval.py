@@ -42,6 +42,9 @@ class EvalRecord(Record):
     em: float | None                # 0 or 1; None only when unscored
     f1: float | None                # 0..1; None only when unscored
     latency_ms: float | None        # client end to end for the question; None for replayed or failed answers
+    # Served answers: requests of the run in flight on the server while this one was measured, itself included
+    # (1 = in isolation; the arms of --order parallel run at once). None for replayed answers and older runs.
+    concurrency: int | None = None
     windows: int | None = None
     tokens: int | None = None
     started_at: str                 # ISO 8601, UTC

@@ -102,6 +102,7 @@ class ArmInfo(Record):
     architecture: str | None = None
     variant: str | None = None      # fp32, O1..O4, int8
     base_arm: str | None = None     # a variant's fp32 arm (bert-int8 -> bert): the report's speed-up and agreement
+    pad_multiple: int | None = None # served: its windows were padded to a multiple of this (abqa.core.qa.pad_multiple_for)
     parameters: int | None = None
     onnx_file_size: int | None = None
     onnx_sha256: str | None = None
@@ -125,6 +126,16 @@ class DecisionPlan(Record):
     baseline: str | None = None
     margins: dict[str, float] = {}  # metric (f1, em) -> margin in points
     declared_at: str | None = None  # when it was first recorded (ISO 8601, UTC)
+
+
+class LatencyConditions(Record):
+    """Under which concurrency a run's latencies were measured. Latency measured with other requests of the run in
+    flight on the same server is not a lone request's latency: a run that trades that for speed says so here, and
+    the report labels its latencies (MLPerf keeps accuracy and performance runs apart for the same reason)."""
+
+    concurrency: int                # most requests of this run in flight on the server at once; 1 = in isolation
+    isolated: bool                  # concurrency == 1: no other request of the run was in flight meanwhile
+    how: str                        # what set it, in words (the order)
 
 
 class ServerInfo(Record):
@@ -187,6 +198,7 @@ class RunMeta(Document):
     order: str                      # random | interleaved | parallel | router-<mode>
     seed: int | None
     qa: QaSettings | None = None
+    latency: LatencyConditions | None = None   # None without served arms (or in a run written before it existed)
     arms: dict[str, ArmInfo]
     server: ServerInfo
     client: ClientInfo | None = None

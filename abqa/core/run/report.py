@@ -176,6 +176,7 @@ class RunFacts(Record):
     server: StatBlock | None = None
     client: StatBlock | None = None
     machine: StatBlock | None = None
+    latency: StatBlock | None = None    # meta.json's latency conditions: concurrency, isolated, how
     versions: dict[str, str | None] | None = None
 
 
