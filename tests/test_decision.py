@@ -348,6 +348,18 @@ def test_tradeoff_names_dominated_arms_and_prices_a_million_questions(tmp_path):
                                "distilbert") for line in report.verdict)
 
 
+def test_an_open_loop_step_counts_its_answered_rate_as_throughput():
+    from abqa.analysis.tradeoff import sustained_step
+
+    closed = {"step": "users-1", "users": 1, "requests": 100, "failures": 0, "requests_per_s": 9.0,
+              "latency_ms": {"mean": 100.0}}                       # Little's law: 1 / 0.1 s = 10 req/s
+    held = {"step": "rate-14", "users": None, "rate": 14.0, "requests": 200, "failures": 0, "requests_per_s": 13.8,
+            "latency_ms": {"mean": 300.0}}
+    failing = {**held, "step": "rate-20", "rate": 20.0, "failures": 10, "requests_per_s": 19.0}
+    assert sustained_step([closed, held, failing])["step"] == "rate-14"
+    assert sustained_step([closed, failing])["step"] == "users-1"
+
+
 # ---------------------------------------------------------------- display and flags
 
 
