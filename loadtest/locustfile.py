@@ -270,20 +270,36 @@ class QAUser(User):
         if len(arrival.arms) == 1:
             self.ask(arrival.arms[0], request, request_id, scheduled)
             return
-        asking = [self.in_flight.spawn(self.ask, arm, request, request_id, scheduled) for arm in arrival.arms]
+        records: list[dict] = []
+        asking = [self.in_flight.spawn(self.ask, arm, request, request_id, scheduled, records)
+                  for arm in arrival.arms]
         gevent.joinall(asking)
+        self.record_together(records)
 
     def ask_every_arm(self, request: PoolItem, request_id: str) -> None:
-        asking = [gevent.spawn(self.ask, arm, request, request_id) for arm in self.plan.arms]
+        records: list[dict] = []
+        asking = [gevent.spawn(self.ask, arm, request, request_id, None, records) for arm in self.plan.arms]
         try:
             gevent.joinall(asking, raise_error=True)
         finally:
             gevent.killall(asking)  # when the user is stopped mid-request, so are its requests
+        self.record_together(records)
         self.last_request_failed = not all(greenlet.value for greenlet in asking)
 
-    def ask(self, arm: str, request: PoolItem, request_id: str, scheduled: float | None = None) -> bool:
-        """One request to one arm, reported to Locust under the arm's name and recorded; True when answered.
-        The latency counts from `scheduled` (open loop: the schedule's time) or from the send (closed loop)."""
+    @staticmethod
+    def record_together(records: list[dict]) -> None:
+        """Parallel mode: a request's copies enter requests.jsonl together, once every arm's has ended. A copy cut
+        off by the end of the step leaves its partners out too, so that both arms' figures rest on the same
+        requests (Locust's own statistics still count the answered ones)."""
+        if Traffic.recorder is not None:
+            for record in records:
+                Traffic.recorder.add(record)
+
+    def ask(self, arm: str, request: PoolItem, request_id: str, scheduled: float | None = None,
+            together: list[dict] | None = None) -> bool:
+        """One request to one arm, reported to Locust under the arm's name and recorded (or, in parallel mode,
+        its record added to `together`); True when answered. The latency counts from `scheduled` (open loop: the
+        schedule's time) or from the send (closed loop)."""
         outputs = self.pool.arms[arm].outputs
         started = time.perf_counter()
         origin = started if scheduled is None else scheduled
@@ -305,7 +321,11 @@ class QAUser(User):
             context={"question_id": request.question_id, "window": request.window},
         )
         if Traffic.recorder is not None:
-            Traffic.recorder.add(self.record(arm, request, request_id, started, scheduled, latency_ms, error, answer))
+            record = self.record(arm, request, request_id, started, scheduled, latency_ms, error, answer)
+            if together is None:
+                Traffic.recorder.add(record)
+            else:
+                together.append(record)
         return error is None
 
     def record(self, arm: str, request: PoolItem, request_id: str, started: float, scheduled: float | None,

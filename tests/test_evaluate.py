@@ -456,6 +456,8 @@ def test_a_failed_request_is_recorded_and_a_dead_server_ends_the_run(bert_tokeni
 
 
 def test_a_signal_during_a_write_waits_for_the_write():
+    # what the process had before (a shell's background job starts with SIGINT ignored): StopSignals puts it back
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     with StopSignals() as stop:
         with pytest.raises(Interrupted, match="SIGINT"):
             with stop.critical():
@@ -466,7 +468,7 @@ def test_a_signal_during_a_write_waits_for_the_write():
     with StopSignals():
         with pytest.raises(Interrupted, match="SIGTERM"):
             signal.raise_signal(signal.SIGTERM)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert {signum: signal.getsignal(signum) for signum in before} == before
 
 
 def test_summary_and_table():

@@ -238,14 +238,16 @@ def test_a_locust_that_cannot_start_is_a_step_error(tmp_path):
 
 @pytest.mark.integration
 def test_a_generator_that_cannot_keep_up_is_flagged(tmp_path, tiny_repository, triton_server, capsys):
-    """3000 requests per second is more than one Python process can send: the step says so."""
+    """3000 requests per second keeps one Python process busy (the server's bounded queue refuses most of them in
+    microseconds, so the sending is the bottleneck): the step says so."""
     code, document, _ = loadtest(tmp_path, *served(triton_server, tiny_repository), "--users", "none",
                                  "--rate", "3000", "--warmup", "0.5s", "--duration", "2s")
     printed = capsys.readouterr().out
     (step,) = document["steps"]
     generator = step["generator"]
-    assert generator["behind"] and generator["late_share"] > 0.5, generator
-    assert generator["lateness_p99_ms"] > 50 and generator["cpu_percent"] > 50
+    # Which flag rises depends on the machine (seen: late 5% with the CPU at 92%, late 20% at 87%); one must.
+    assert generator["behind"] or generator["saturated"], generator
+    assert generator["late_share"] > 0 and generator["cpu_percent"] > 50
     assert "LOAD GENERATOR" in printed and "--processes" in printed
 
 

@@ -147,7 +147,8 @@ def test_the_report_flags_a_folder_with_repeated_pairs(tmp_path, capsys):
 
 # --- signals --------------------------------------------------------------------------------------------------------
 
-SECOND_SIGNAL = textwrap.dedent("""
+# Both scripts take a first Ctrl+C inside StopSignals, then a second one at a different moment of the stop.
+FIRST_SIGNAL = textwrap.dedent("""
     import signal, time
     from abqa.client.runner import Interrupted, StopSignals
     with StopSignals("abqa evaluate --out runs/x") as stop:
@@ -155,43 +156,41 @@ SECOND_SIGNAL = textwrap.dedent("""
             signal.raise_signal(signal.SIGINT)
         except Interrupted:
             print("first: interrupted", flush=True)
-        signal.raise_signal(signal.SIGINT)   # while the run stops: once the outcome is saved, or after the grace
-        time.sleep(30)
-        print("not reached", flush=True)
 """)
 
-SECOND_SIGNAL_WHILE_SAVING = textwrap.dedent("""
-    import signal
-    from abqa.client.runner import Interrupted, StopSignals
-    with StopSignals("abqa evaluate --out runs/x") as stop:
-        try:
-            signal.raise_signal(signal.SIGINT)
-        except Interrupted:
-            print("first: interrupted", flush=True)
-        stop.stopping()
-        signal.raise_signal(signal.SIGINT)   # lands before meta.json's final write: it waits for it
-        with stop.critical():
-            print("meta.json saved", flush=True)
-        stop.saved()
-        print("not reached", flush=True)
-""")
+SECOND_SIGNAL = FIRST_SIGNAL + textwrap.indent(textwrap.dedent("""
+    signal.raise_signal(signal.SIGINT)   # while the run stops: once the outcome is saved, or after the grace
+    time.sleep(30)
+    print("not reached", flush=True)
+"""), "    ")
+
+SECOND_SIGNAL_WHILE_SAVING = FIRST_SIGNAL + textwrap.indent(textwrap.dedent("""
+    stop.stopping()
+    signal.raise_signal(signal.SIGINT)   # lands before meta.json's final write: it waits for it
+    with stop.critical():
+        print("meta.json saved", flush=True)
+    stop.saved()
+    print("not reached", flush=True)
+"""), "    ")
+
+
+def run_script(script: str) -> subprocess.CompletedProcess:
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=20)
+    assert completed.returncode == 128 + signal.SIGINT
+    assert "SIGINT again: stopped at once" in completed.stderr
+    no_traceback(completed)
+    return completed
 
 
 def test_a_second_ctrl_c_before_the_final_save_waits_for_it_then_exits():
-    completed = subprocess.run([sys.executable, "-c", SECOND_SIGNAL_WHILE_SAVING], capture_output=True, text=True,
-                               timeout=20)
-    assert completed.returncode == 128 + signal.SIGINT
+    completed = run_script(SECOND_SIGNAL_WHILE_SAVING)
     assert completed.stdout.split() == ["first:", "interrupted", "meta.json", "saved"]
-    assert "SIGINT again: stopped at once" in completed.stderr
-    no_traceback(completed)
 
 
 def test_a_second_ctrl_c_while_stopping_exits_at_once_without_a_traceback():
-    completed = subprocess.run([sys.executable, "-c", SECOND_SIGNAL], capture_output=True, text=True, timeout=20)
-    assert completed.returncode == 128 + signal.SIGINT
+    completed = run_script(SECOND_SIGNAL)
     assert completed.stdout.strip() == "first: interrupted"
-    assert "SIGINT again: stopped at once" in completed.stderr and "abqa evaluate --out runs/x" in completed.stderr
-    no_traceback(completed)
+    assert "abqa evaluate --out runs/x" in completed.stderr
 
 
 def test_the_failure_streak_holds_failures_until_an_answer_and_stops_a_broken_server():

@@ -156,6 +156,10 @@ def test_version_is_detected_from_the_file_or_its_questions():
     assert detect_version(v2_file([ANSWERABLE])) == "2.0"                  # "v2.0", as the official file says
     assert detect_version(v2_file([ANSWERABLE, UNANSWERABLE], version=None)) == "2.0"
     assert detect_version({"version": "1.1", "data": []}) == "1.1"
+    for broken in (True, 3, "text", {"qas": []}):   # a mistyped level is parse_squad's to name, not a TypeError here
+        assert detect_version({"data": [{"paragraphs": broken}, {"paragraphs": [{"qas": broken}]}]}) == "1.1"
+        with pytest.raises(AbqaError):
+            parse_squad({"data": [{"title": "t", "paragraphs": broken}]})
     dataset = parse_squad(v2_file([ANSWERABLE, UNANSWERABLE]))
     assert dataset.version == "2.0"
     assert [q.has_answer for q in dataset.questions] == [True, False]

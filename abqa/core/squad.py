@@ -100,12 +100,17 @@ def detect_version(obj: Any) -> str:
     declared = str(obj.get("version", "") if isinstance(obj, dict) else "").strip().lower().lstrip("v")
     if declared.startswith("2"):
         return "2.0"
-    for article in (obj.get("data") if isinstance(obj, dict) else None) or []:
-        for paragraph in (article.get("paragraphs") if isinstance(article, dict) else None) or []:
-            for qa in (paragraph.get("qas") if isinstance(paragraph, dict) else None) or []:
-                if isinstance(qa, dict) and "is_impossible" in qa:
-                    return "2.0"
+    for article in _list_under(obj, "data"):
+        for paragraph in _list_under(article, "paragraphs"):
+            if any(isinstance(qa, dict) and "is_impossible" in qa for qa in _list_under(paragraph, "qas")):
+                return "2.0"
     return "1.1"
+
+
+def _list_under(obj: Any, key: str) -> list:
+    """obj[key] when obj is an object and that is a list; otherwise nothing (parse_squad names the problem)."""
+    value = obj.get(key) if isinstance(obj, dict) else None
+    return value if isinstance(value, list) else []
 
 
 def parse_squad(obj: Any, *, where: str = "SQuAD file", sha256: str = "", path: str | None = None,
