@@ -595,6 +595,7 @@ def _run(options: EvalOptions, dataset: SquadDataset, questions: list[SquadQuest
     sampler = PeakSampler(None)
     server_info: dict = {"kind": None, "url": None, "protocol": None, "pid": None, "peak_rss_mb": None}
     writer: RecordWriter | None = None
+    opened: RunMeta | None = None     # meta.json as this session first wrote it
     watch = _ServerWatch(None)
     try:
         if options.arms:
@@ -622,6 +623,7 @@ def _run(options: EvalOptions, dataset: SquadDataset, questions: list[SquadQuest
         meta = _build_meta(options, dataset, questions, previous, workers, replays, existing, server_info,
                            STATUS_RUNNING, sampler)
         write_meta(meta, meta_path)
+        opened = meta
         _announce_arms(workers, replays)
 
         with sampler, RecordWriter(eval_path, stop) as writer:
@@ -647,8 +649,9 @@ def _run(options: EvalOptions, dataset: SquadDataset, questions: list[SquadQuest
                 # Saved first, before the workers and the server stop (seconds), and a second signal waits for it
                 # (milliseconds): a run is never left "running".
                 with stop.critical():
-                    write_meta(_build_meta(options, dataset, questions, previous, workers, replays, records,
-                                           server_info, status, sampler, message), meta_path)
+                    write_meta(_kept_from(opened, _build_meta(options, dataset, questions, previous, workers, replays,
+                                                              records, server_info, status, sampler, message)),
+                               meta_path)
             except OutputFailed as exc:
                 status, message = STATUS_FAILED_RUN, f"{message + '; ' if message else ''}{exc}"
         stop.saved()
@@ -838,6 +841,14 @@ def _build_meta(options: EvalOptions, dataset: SquadDataset, questions: list[Squ
         summary={summary.arm: summary for summary in summaries},
         decision=_declared_decision(options, previous),
     )
+
+
+def _kept_from(opened: RunMeta | None, final: RunMeta) -> RunMeta:
+    """The final meta.json keeps what the run's opening write stamped: when the run was created and when its
+    decision was declared (before the first answer, which is what makes the declaration worth anything)."""
+    if opened is None:
+        return final
+    return final.model_copy(update={"created_at": opened.created_at, "decision": opened.decision})
 
 
 def _declared_decision(options: EvalOptions, previous: RunMeta | None) -> DecisionPlan | None:

@@ -397,7 +397,9 @@ def test_evaluate_records_the_declaration_and_refuses_a_late_one(tmp_path, share
     assert main(["evaluate", *squad, *replays, "--baseline", "bert", "--margin", "f1=1.0", "--out", str(run)]) == 0
     meta = json.loads((run / "meta.json").read_text())
     assert meta["decision"]["baseline"] == "bert" and meta["decision"]["margins"] == {"f1": 1.0}
-    assert meta["decision"]["declared_at"]
+    first_answer = min(json.loads(line)["started_at"] for line in (run / "eval.jsonl").read_text().splitlines())
+    # stamped when the run opened, before any answer, and kept by the final write (which once restamped both)
+    assert meta["decision"]["declared_at"] <= first_answer and meta["created_at"] <= first_answer
     report = build_report(run, n_resamples=RESAMPLES)
     assert report.data["decision"]["chosen_after_data"] is False and report.data["noninferiority"]
     late = tmp_path / "late"
