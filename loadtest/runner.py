@@ -103,8 +103,12 @@ class LoadTestResult:
 
     @property
     def exit_code(self) -> int:
-        """0 when every request was answered and every step ran; 1 otherwise (the files are written either way)."""
-        failed = any(row.failures for row in self.rows) or not any(row.requests for row in self.rows)
+        """0 when every request was answered and every step ran; 1 otherwise (the files are written either way).
+        The SLO search's refusals are left out: a probe above what the arm sustains fails requests by design (a
+        full queue answers 503), and that is the search's finding, stated in load.json's slo."""
+        probes = {step.name for step in self.steps if step.kind == "slo"}
+        failed = (any(row.failures for row in self.rows if row.step not in probes)
+                  or not any(row.requests for row in self.rows))
         return 1 if failed or not all(step.ok for step in self.steps) else 0
 
 

@@ -318,6 +318,12 @@ def test_exit_code_is_nonzero_when_anything_failed():
     assert result([nothing_sent], ok_step).exit_code == 1
     assert result([good], StepRecord(users=1, locust_dir="d", timed_out=True)).exit_code == 1
     assert result([good], StepRecord(users=1, locust_dir="d", exceptions={"KeyError": 1})).exit_code == 1
+    # an SLO probe above the arm's capacity is refused by the full queue: a finding of the search, not a failure
+    refused = LoadRow(arm="bert", step="slo-bert-rate-8", rate=8.0, requests=9, failures=9, requests_per_s=0.0)
+    probe = StepRecord(name="slo-bert-rate-8", kind="slo", rate=8.0, locust_dir="d", exit_code=1)
+    assert result([good, refused], probe).exit_code == 0
+    assert result([good, refused.model_copy(update={"step": "rate-8"})],
+                  probe.model_copy(update={"name": "rate-8", "kind": "rate"})).exit_code == 1
 
 
 def test_locust_command(tmp_path):
