@@ -595,7 +595,7 @@ def _run(options: EvalOptions, dataset: SquadDataset, questions: list[SquadQuest
     sampler = PeakSampler(None)
     server_info: dict = {"kind": None, "url": None, "protocol": None, "pid": None, "peak_rss_mb": None}
     writer: RecordWriter | None = None
-    opened: RunMeta | None = None     # meta.json as this session first wrote it
+    opened_at = utc_now()   # a new run's created_at and its decision's declared_at, in every write of this session
     watch = _ServerWatch(None)
     try:
         if options.arms:
@@ -620,10 +620,9 @@ def _run(options: EvalOptions, dataset: SquadDataset, questions: list[SquadQuest
             server_info["triton_version"] = _server_version(workers)
             sampler = PeakSampler(server_info["pid"])
             watch = _ServerWatch(endpoint)
-        meta = _build_meta(options, dataset, questions, previous, workers, replays, existing, server_info,
+        meta = _build_meta(options, dataset, questions, previous, opened_at, workers, replays, existing, server_info,
                            STATUS_RUNNING, sampler)
         write_meta(meta, meta_path)
-        opened = meta
         _announce_arms(workers, replays)
 
         with sampler, RecordWriter(eval_path, stop) as writer:
@@ -649,9 +648,8 @@ def _run(options: EvalOptions, dataset: SquadDataset, questions: list[SquadQuest
                 # Saved first, before the workers and the server stop (seconds), and a second signal waits for it
                 # (milliseconds): a run is never left "running".
                 with stop.critical():
-                    write_meta(_kept_from(opened, _build_meta(options, dataset, questions, previous, workers, replays,
-                                                              records, server_info, status, sampler, message)),
-                               meta_path)
+                    write_meta(_build_meta(options, dataset, questions, previous, opened_at, workers, replays,
+                                           records, server_info, status, sampler, message), meta_path)
             except OutputFailed as exc:
                 status, message = STATUS_FAILED_RUN, f"{message + '; ' if message else ''}{exc}"
         stop.saved()
@@ -790,10 +788,12 @@ def _announce_arms(workers: dict[str, _Worker], replays: dict[str, ReplayArm]) -
 
 
 def _build_meta(options: EvalOptions, dataset: SquadDataset, questions: list[SquadQuestion],
-                previous: RunMeta | None, workers: dict[str, _Worker], replays: dict[str, ReplayArm],
-                records: list[EvalRecord], server_info: dict, status: RunStatus, sampler: PeakSampler,
-                message: str = "") -> RunMeta:
-    """meta.json: what was evaluated, with what, where, and how it ended (read by the analysis stage)."""
+                previous: RunMeta | None, opened_at: str, workers: dict[str, _Worker],
+                replays: dict[str, ReplayArm], records: list[EvalRecord], server_info: dict, status: RunStatus,
+                sampler: PeakSampler, message: str = "") -> RunMeta:
+    """meta.json: what was evaluated, with what, where, and how it ended (read by the analysis stage). A new run
+    is created, and its decision declared, when this session opened (`opened_at`), before its first answer,
+    whichever write this is; a resumed run keeps the first session's."""
     question_ids = {q.id for q in questions}
     summaries = summarize(records, options.arm_names, question_ids=question_ids)   # only the failed counts
     by_arm = {summary.arm: summary for summary in summaries}
@@ -812,7 +812,7 @@ def _build_meta(options: EvalOptions, dataset: SquadDataset, questions: list[Squ
     old_client = previous.client.peak_rss_mb if previous is not None and previous.client else None
     return RunMeta(
         name=Path(options.out).name,
-        created_at=previous.created_at if previous is not None else utc_now(),
+        created_at=previous.created_at if previous is not None else opened_at,
         updated_at=utc_now(),
         sessions=(previous.sessions if previous is not None else 0) + 1,  # this session included
         dataset=DatasetInfo(
@@ -839,25 +839,17 @@ def _build_meta(options: EvalOptions, dataset: SquadDataset, questions: list[Squ
         resume_command=resume_command(options) if status != STATUS_COMPLETE else None,
         records=len(records),
         summary={summary.arm: summary for summary in summaries},
-        decision=_declared_decision(options, previous),
+        decision=_declared_decision(options, previous, opened_at),
     )
 
 
-def _kept_from(opened: RunMeta | None, final: RunMeta) -> RunMeta:
-    """The final meta.json keeps what the run's opening write stamped: when the run was created and when its
-    decision was declared (before the first answer, which is what makes the declaration worth anything)."""
-    if opened is None:
-        return final
-    return final.model_copy(update={"created_at": opened.created_at, "decision": opened.decision})
-
-
-def _declared_decision(options: EvalOptions, previous: RunMeta | None) -> DecisionPlan | None:
-    """The plan as first declared (a resume keeps it and its time); a new one is stamped now."""
+def _declared_decision(options: EvalOptions, previous: RunMeta | None, opened_at: str) -> DecisionPlan | None:
+    """The plan as first declared (a resume keeps it and its time); a new one is stamped when this session opened."""
     if previous is not None and previous.decision is not None:
         return previous.decision
     if options.decision is None:
         return None
-    return options.decision.model_copy(update={"declared_at": options.decision.declared_at or utc_now()})
+    return options.decision.model_copy(update={"declared_at": options.decision.declared_at or opened_at})
 
 
 def _pad_multiple(workers: dict[str, _Worker]) -> int:
