@@ -6,7 +6,7 @@
 
 1. The machine: cores, CPU, single-core sgemm GFLOPS (so that runs on different hosts can be compared).
 2. Thread plans, in-process: both fp32 arms loaded in one process under each plan (a process of its own per plan,
-   because ONNX Runtime's shared pool is process-wide): p50 of one request at a time with the arms alternating
+   so that no plan's threads linger into another's): p50 of one request at a time with the arms alternating
    (what an isolated evaluation does), and both arms loaded at once (req/s each, and the work rate: requests per
    second weighted by each arm's lone all-core p50, i.e. machine-seconds of lone requests done per second).
 3. `abqa serve` with default settings, idle, against the same model in-process with every core (ONNX Runtime's
@@ -66,7 +66,7 @@ def plan_specs(cores: int) -> list[PlanSpec]:
         PlanSpec("per-session, config.pbtxt's threads (cores shared out)", "per-session"),
         PlanSpec(f"per-session, {cores} threads each, no spinning", "per-session", cores),
         PlanSpec("onnxruntime defaults: every core per session, spinning", "onnxruntime-defaults"),
-        PlanSpec("shared: one pool, one inference at a time", "shared"),
+        PlanSpec("shared: every core per session, no spinning, one inference at a time", "shared"),
         PlanSpec("adaptive: every core when idle, a share when busy, no spinning", "adaptive"),
     ]
     return [PlanSpec(f"{spec.label} (default)", spec.kind) if spec.kind == DEFAULT_THREAD_PLAN else spec
