@@ -11,8 +11,8 @@
    second weighted by each arm's lone all-core p50, i.e. machine-seconds of lone requests done per second).
 3. `abqa serve` with default settings, idle, against the same model in-process with every core (ONNX Runtime's
    defaults): p50 per arm. Goal: at most 1.10x.
-4. `abqa serve` under concurrency: both arms loaded at once through the server; its work rate against the best
-   plan of 2. Goal: at least 0.95.
+4. `abqa serve` under concurrency: both arms loaded at once through the server; its work rate against every other
+   plan of 2, served the same way, in rotation. Goal: at least 0.95 of the best.
 5. Padding and the full dev set: served p50 per length bucket; the SQuAD v1.1 dev set's tokens under each pad
    multiple; the full paired evaluation (both fp32 arms, one request at a time) projected from them.
 6. Batch 8 against batch 1, in-process. 7. int8 and O2 against fp32, through the server and in-process.
@@ -26,6 +26,7 @@ and a call right after one on the other path would pay for it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import statistics
@@ -406,12 +407,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {arm:<16} in-process {row['in_process_p50_ms']:7.1f} ms   served {row['served_p50_ms']:7.1f} ms   "
                   f"ratio {row['ratio']:.3f}x  ({verdict} <= {SERVE_GOAL:.2f}x)", file=out, flush=True)
 
-        # The best other plan of 2, served too, beside the default server: both idle but for the one measured.
-        rival = max((row for row in figures["plans"]["plans"]
-                     if row["kind"] not in (DEFAULT_THREAD_PLAN, "onnxruntime-defaults")),
-                    key=lambda row: row["work_rate"])
-        with start_server(repository, arms=arms, thread_plan=rival["kind"], threads=rival["threads"]) as other:
-            servers = {DEFAULT_LABEL: server.grpc, rival["plan"]: other.grpc}
+        # Every other plan of 2 that abqa serve can run, served too, beside the default server: all idle but for
+        # the one measured. (The best plan in-process need not be the best served: the path to the sessions differs.)
+        rivals = [row for row in figures["plans"]["plans"] if row["kind"] not in (DEFAULT_THREAD_PLAN, "onnxruntime-defaults")]
+        with contextlib.ExitStack() as others:
+            servers = {DEFAULT_LABEL: server.grpc}
+            for row in rivals:
+                servers[row["plan"]] = others.enter_context(
+                    start_server(repository, arms=arms, thread_plan=row["kind"], threads=row["threads"])).grpc
             loaded = served_concurrency(servers, repository, arms, args.length, args.seconds, args.rounds)
         rates = {label: work_rate({arm: rps[arm] for arm in arms}, reference) for label, rps in loaded.items()}
         share = rates[DEFAULT_LABEL] / max(rates.values())
