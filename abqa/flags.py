@@ -108,7 +108,7 @@ def add_threads_argument(group) -> None:
     from abqa.core.config import DEFAULT_THREAD_PLAN, THREAD_PLANS
 
     group.add_argument("--thread-plan", choices=THREAD_PLANS, default=DEFAULT_THREAD_PLAN,
-                       help="shared: one ONNX Runtime pool of every core for all the sessions, one inference at a time; "
+                       help="shared: every session every core (no spin-waiting), one inference at a time across arms; "
                        "adaptive: a request that finds the server idle runs on every core, one that arrives while "
                        "others run on its share of them (two sessions per instance); per-session: each session its own "
                        "pool, sessions side by side (default: %(default)s)")

@@ -10,8 +10,8 @@
     with server_for_run(repository, arms, "grpc") as (server, endpoint):   # the same, announced, for a run
         ...
 
-The serve process (`server.pid`) runs the ONNX Runtime sessions itself; tritonserver and its python backend
-stubs are its children, so `server.rss_bytes()` (the whole tree) is the server's memory.
+tritonserver is the serve process's (`server.pid`) child, and the python backend stubs that run the ONNX Runtime
+sessions are tritonserver's, so `server.rss_bytes()` (the whole tree) is the server's memory.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from abqa.triton.endpoint import Endpoint
 
 DEFAULT_START_TIMEOUT_S = 180.0
 # The line `abqa serve` prints once every model answers (abqa.serve.server.READY_PREFIX; not imported from
-# there so that this module stays free of PyTriton).
+# there so that this module stays free of the server's imports).
 READY_PREFIX = "abqa serve: ready"
 
 

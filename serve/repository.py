@@ -1,9 +1,9 @@
 """What `abqa serve` serves: each arm's config.pbtxt read into a typed `ArmModelConfig` (pure, no server).
 
 The same config.pbtxt drives the official Triton image (onnxruntime backend) in docker compose, so this
-module reads it with the export stage's parser and takes from it what a PyTriton binding needs: tensors,
-max_batch_size, dynamic batching, instance count and ONNX Runtime threads; `plan_threads` decides how the
-server's sessions share the cores.
+module reads it with the export stage's parser and takes from it what the served model needs: tensors,
+max_batch_size, dynamic batching, queue bound, instance count and ONNX Runtime threads; `plan_threads` decides how
+the server's sessions share the cores.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class SessionPlan:
     """An arm's model instances and, for each, its ONNX Runtime session(s) and their threads."""
 
     instances: int
-    intra_op_threads: int   # the session's own pool; 0 under the shared plan (the process's one pool)
+    intra_op_threads: int   # the session's pool; 0 under the shared plan (ThreadPlan.pool_threads for every session)
     spinning: bool = True   # ONNX Runtime's workers spin-wait for work between operators
     narrow_threads: int = 0 # adaptive: each instance's second session, for requests that arrive while others run
 
@@ -49,11 +49,11 @@ class SessionPlan:
 class ThreadPlan:
     """How `abqa serve` spends the cores on the arms' sessions (benchmarks/performance.py measures each kind).
 
-    shared (the default): one ONNX Runtime thread pool of every core for all the sessions, and one inference at a
-    time in arrival order across arms: a lone request runs as the model alone in-process would, and under load
-    each request still has the whole pool (about 7% below one thread per session, measured). It is what the
-    official image does with the onnxruntime backend's global thread pool and Triton's rate limiter
-    (export/triton_config.py, docker-compose.yml).
+    shared (the default): every session a pool of every core, without spin-waiting, and one inference at a time
+    across every arm and instance (Triton's rate limiter, on the resource config.pbtxt's instances hold): a lone
+    request runs as the model alone in-process would, and under load each request still has every core (about 7%
+    below one thread per session, measured). The official image does the same with the onnxruntime backend's
+    global thread pool and the same rate limiter (export/triton_config.py, docker-compose.yml).
     adaptive: every instance has two sessions, a wide one of every core and a narrow one of the
     cores shared out. A request that finds no other inference running in the server takes the wide one (the
     whole machine, as if the model ran alone in-process); one that arrives while others run takes the narrow one,
@@ -64,7 +64,7 @@ class ThreadPlan:
     """
 
     kind: str
-    pool_threads: int                   # shared: the one pool's threads; else 0
+    pool_threads: int                   # shared: every session's threads; else 0
     sessions: dict[str, SessionPlan]
 
     @property
@@ -77,8 +77,8 @@ class ThreadPlan:
 
     def describe(self) -> str:
         if self.one_at_a_time:
-            return (f"thread plan shared: one ONNX Runtime pool of {self.pool_threads} thread(s) for every session, "
-                    "one inference at a time (arrival order across arms)")
+            return (f"thread plan shared: every session {self.pool_threads} ONNX Runtime thread(s), spin-waiting off, "
+                    "one inference at a time across arms (Triton's rate limiter)")
         first = next(iter(self.sessions.values()), SessionPlan(1, 1))
         if self.adaptive:
             return (f"thread plan adaptive: each instance {first.intra_op_threads} thread(s) for a request that finds "

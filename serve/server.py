@@ -1,9 +1,11 @@
-"""`abqa serve`: a real Triton Inference Server (PyTriton's tritonserver) serving every arm of the repository.
+"""`abqa serve`: a real Triton Inference Server (the tritonserver nvidia-pytriton ships) serving every arm of the
+repository.
 
-PyTriton's tritonserver has only the python backend, so each arm is bound as a PyTriton inference callable
-that runs an ONNX Runtime CPU session in this process; Triton in front of it does the protocol (KServe v2 over
-HTTP and gRPC), the dynamic batching, the statistics and the metrics, with the tensors, max_batch_size,
-batching and instance count that the arm's config.pbtxt declares. This is the side-effect edge of the stage.
+That tritonserver has only the python backend, so each arm is served by the python backend running abqa's
+ONNX Runtime model (abqa.serve.backend) in the backend's stub process, one per model instance; Triton does the
+protocol (KServe v2 over HTTP and gRPC), the dynamic batching, the rate limiting, the statistics and the metrics,
+with the tensors, max_batch_size, batching and instance count that the arm's config.pbtxt declares
+(abqa.serve.launch writes what tritonserver reads). This is the side-effect edge of the stage.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,17 +26,13 @@ from typing import Callable
 from abqa.core.config import (DEFAULT_HOST, DEFAULT_MAX_QUEUE_SIZE, DEFAULT_THREAD_PLAN, GRPC_PORT, HTTP_PORT,
                               METRICS_PORT)
 from abqa.core.errors import AbqaError
-from abqa.core.processes import reap, start_guardian
+from abqa.core.processes import reap, spawn, start_guardian
 from abqa.serve.process import READY_PREFIX
 from abqa.serve.repository import (ArmModelConfig, ThreadPlan, discover_arms, plan_threads, read_arm_model_config,
                                    select_arms)
 from abqa.triton.endpoint import Endpoint, is_loopback
 
 log = logging.getLogger(__name__)
-
-# Triton's repository API (load/unload) stays behind PyTriton's access token; statistics, metadata, health
-# and inference are open, as on the official server, because evaluate and loadtest read them.
-RESTRICTED_ENDPOINTS = ["model-repository", "shared-memory", "trace", "logging"]
 
 
 @dataclass(frozen=True)
@@ -91,20 +89,6 @@ def check_ports_free(host: str, ports: dict[str, int]) -> None:
                 ) from exc
 
 
-def make_infer_callable(run: Callable[[list[str], dict], list], output_names: list[str]) -> Callable:
-    """A PyTriton inference callable: `@batch` hands it the dynamic batch as one array per input; `run` is a
-    session's run as the thread plan wraps it (abqa.serve.session.PlanRuntime)."""
-    from pytriton.decorators import batch
-
-    @batch
-    def infer(**inputs):
-        # Triton batches only requests of equal shape (the inputs are not ragged), so one run serves them all.
-        results = run(output_names, inputs)
-        return dict(zip(output_names, results))
-
-    return infer
-
-
 def queue_bound(arm: ArmModelConfig, override: int | None) -> int:
     """Requests the arm's dynamic batcher may hold (0 = unbounded): --max-queue-size, else config.pbtxt's, else
     DEFAULT_MAX_QUEUE_SIZE (a repository exported before abqa wrote one gets the bound too)."""
@@ -115,37 +99,15 @@ def queue_bound(arm: ArmModelConfig, override: int | None) -> int:
     return arm.max_queue_size or DEFAULT_MAX_QUEUE_SIZE
 
 
-def pytriton_binding(arm: ArmModelConfig, max_queue_size: int = 0):
-    """inputs, outputs and ModelConfig for `Triton.bind`, as config.pbtxt declares them, with the dynamic batcher's
-    queue bounded to `max_queue_size` requests (0 = unbounded)."""
-    from pytriton.model_config import DynamicBatcher, ModelConfig, QueuePolicy, Tensor
+def check_sessions(arms: list[ArmModelConfig]) -> None:
+    """Open every arm's model once here: a model ONNX Runtime cannot load, or whose tensors config.pbtxt misnames,
+    is an error naming its arm before any server starts (a stub would only log it)."""
+    from abqa.serve.session import check_session_matches, create_session
 
-    from abqa.serve.session import numpy_dtype
-
-    inputs = [Tensor(name=s.name, dtype=numpy_dtype(s.data_type), shape=s.dims) for s in arm.inputs]
-    outputs = [Tensor(name=s.name, dtype=numpy_dtype(s.data_type), shape=s.dims) for s in arm.outputs]
-    batching = arm.max_batch_size > 0
-    # No dynamic_batching in config.pbtxt means none on the official server either: PyTriton then writes none.
-    batcher = DynamicBatcher(
-        max_queue_delay_microseconds=arm.max_queue_delay_us,
-        preferred_batch_size=list(arm.preferred_batch_sizes) or None,
-        default_queue_policy=QueuePolicy(max_queue_size=max_queue_size) if max_queue_size else None,
-    ) if arm.dynamic_batching else None
-    config = ModelConfig(batching=batching, max_batch_size=arm.max_batch_size if batching else 0, batcher=batcher)
-    return inputs, outputs, config
-
-
-def build_callables(arm: ArmModelConfig, runtime) -> list[Callable]:
-    """One instance per config.pbtxt instance (its sessions as the thread plan says), as the onnxruntime backend
-    does; `runtime` is the process's abqa.serve.session.PlanRuntime."""
-    from abqa.serve.session import check_session_matches
-
-    callables = []
-    for _ in range(runtime.plan.sessions[arm.name].instances):
-        instance = runtime.open_instance(arm.name, arm.model_path)
-        check_session_matches(instance.session, arm.inputs, arm.outputs, arm.name)
-        callables.append(make_infer_callable(instance.run, [spec.name for spec in arm.outputs]))
-    return callables
+    for arm in arms:
+        session = create_session(arm.model_path, 1, arm=arm.name, spinning=False)
+        check_session_matches(session, arm.inputs, arm.outputs, arm.name)
+        del session
 
 
 def wait_until_answering(arms: list[ArmModelConfig], endpoint: Endpoint, timeout_s: float,
@@ -209,52 +171,31 @@ def ready_report(arms: list[ArmModelConfig], plan: ThreadPlan, options: ServeOpt
 
 def serve(options: ServeOptions, *, out=None) -> int:
     """Run until SIGINT/SIGTERM; every exit path stops tritonserver and the python backend stubs."""
-    import psutil
-
     from abqa.core.machine import cpu_count
+    from abqa.serve.launch import (Ports, prepare_backends, tritonserver_command, tritonserver_environment,
+                                   write_serving_repository)
     from abqa.serve.libpython import use_interpreter_libpython
 
     out = out or sys.stdout
-    if not log.isEnabledFor(logging.DEBUG):
-        # PyTriton logs a dozen INFO lines per start; the ready report below says what matters.
-        logging.getLogger("pytriton").setLevel(logging.WARNING)
     arms = load_arms(options.repository, options.arms)
     plan = plan_threads(arms, cpu_count(), kind=options.thread_plan, threads=options.threads,
                         instances=options.instances)
     check_ports_free(options.host, options.ports)
-    use_interpreter_libpython()  # before tritonserver is spawned: it inherits our environment
-
-    from abqa.serve.session import PlanRuntime
-
-    runtime = PlanRuntime(plan)
-    # Sessions first: a model ONNX Runtime cannot load is an error naming its arm, before any server starts.
-    bindings = {arm.name: (build_callables(arm, runtime), *pytriton_binding(arm, queue_bound(arm, options.max_queue_size)))
-                for arm in arms}
-
-    from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
+    check_sessions(arms)
+    use_interpreter_libpython()  # before tritonserver is spawned: it and its stubs inherit our environment
 
     with contextlib.ExitStack() as stack:
-        stack.callback(runtime.close)
-        if options.triton_log is None:
-            log_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="abqa-serve-")))
-            triton_log = log_dir / "tritonserver.log"
-        else:
-            triton_log = Path(options.triton_log).resolve()
-            triton_log.parent.mkdir(parents=True, exist_ok=True)
-        config = TritonConfig(
-            http_address=options.host, http_port=options.http_port,
-            grpc_address=options.host, grpc_port=options.grpc_port,
-            metrics_address=options.host, metrics_port=options.metrics_port,
-            log_file=triton_log, exit_timeout_secs=5, strict_readiness=True,
-            allow_gpu_metrics=False,  # CPU only; also keeps DCGM from printing 'Failed to initialize NVML'
-        )
-        triton = Triton(config=config, security_config=TritonSecurityConfig(restricted_endpoints=RESTRICTED_ENDPOINTS))
-        for arm in arms:
-            callables, inputs, outputs, model_config = bindings[arm.name]
-            triton.bind(model_name=arm.name, infer_func=callables, inputs=inputs, outputs=outputs,
-                        config=model_config, strict=False)
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="abqa-serve-")))
+        triton_log = work / "tritonserver.log" if options.triton_log is None else Path(options.triton_log).resolve()
+        triton_log.parent.mkdir(parents=True, exist_ok=True)
+        output_path = work / "tritonserver.out"   # its stderr: where a crash writes its signal and stack trace
+        repository = write_serving_repository(work, arms, options.repository, plan=plan, queue_bounds={
+            arm.name: queue_bound(arm, options.max_queue_size) for arm in arms})
+        command = tritonserver_command(
+            repository, prepare_backends(work),
+            Ports(options.host, options.http_port, options.grpc_port, options.metrics_port), triton_log,
+            rate_limited=plan.one_at_a_time)
 
-        me = psutil.Process()
         previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
         def on_signal(signum, _frame):
@@ -265,87 +206,66 @@ def serve(options: ServeOptions, *, out=None) -> int:
 
         for sig in previous:
             signal.signal(sig, on_signal)
+        server = None
         try:
-            # PyTriton starts tritonserver, then loads the models through its repository API; the main thread
-            # watches, so that a tritonserver that dies (bad flag, port taken meanwhile) is reported at once.
-            runner = _Runner(triton.run)
-            stack.callback(runner.release)
-            _watch_startup(runner, lambda: bool(_tritonservers(me)), triton_log)
-            run_error = runner.errors
-            if run_error:
-                raise AbqaError(f"Triton did not start: {run_error[0]}; tritonserver's log ends:\n{tail(triton_log)}")
-            # tritonserver's death signal is SIGTERM, whose graceful shutdown waits a minute on a backend that died
-            # with this process: when this process is killed outright, the guardian kills it at once instead.
-            guardian = start_guardian(server.pid for server in _tritonservers(me))
+            with open(output_path, "wb") as output:
+                # Its own session (Ctrl+C reaches it through us), and SIGTERM should this process die first.
+                server = spawn(command, die_with_parent=True, stdout=output, stderr=subprocess.STDOUT,
+                               env=tritonserver_environment(dict(os.environ)))
+            # tritonserver's graceful shutdown waits a minute on a stub that died with this process: when this
+            # process is killed outright, the guardian kills it at once instead.
+            guardian = start_guardian([server.pid])
             stack.callback(_release, guardian)
             wait_until_answering(arms, options.endpoint("http"), options.ready_timeout_s,
-                                 lambda: bool(_tritonservers(me)), lambda: server_output(triton, triton_log))
+                                 lambda: server.poll() is None, lambda: server_output(output_path, triton_log))
             print(ready_report(arms, plan, options, os.getpid()), file=out, flush=True)
-            while _tritonservers(me):
+            while server.poll() is None:
                 time.sleep(1.0)
-            raise AbqaError(f"tritonserver exited unexpectedly; its output ends:\n{server_output(triton, triton_log)}")
+            raise AbqaError(f"tritonserver exited unexpectedly ({exit_reason(server.returncode)}); its output ends:\n"
+                            f"{server_output(output_path, triton_log)}")
         except _Stop as stop:
             print(f"abqa serve: {signal.Signals(stop.args[0]).name} received, stopping", file=out, flush=True)
             return 0
         finally:
             for sig in previous:
                 signal.signal(sig, signal.SIG_IGN)
-            # tritonserver and its python backend stubs, listed before it goes and the stubs lose their parent
-            # (multiprocessing's resource tracker, also our child, ends by itself when this process does).
-            server_tree = [p for server in _tritonservers(me) for p in (server, *_descendants(server))]
-            triton.stop()
-            reap(server_tree, on_kill=lambda process: log.warning("killing leftover process %d (%s)", process.pid,
-                                                                    _name(process)))
+            if server is not None:
+                stop_tritonserver(server)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
 
-class _Runner:
-    """Runs PyTriton's `run()` in a thread that stays alive until released.
-
-    tritonserver is started with PR_SET_PDEATHSIG, which fires when the *thread* that forked it ends, not the
-    process: a thread that returned after `run()` would take the server down with it.
-    """
-
-    def __init__(self, fn: Callable[[], None]):
-        self.errors: list[BaseException] = []
-        self.done = threading.Event()
-        self._release = threading.Event()
-        self._thread = threading.Thread(target=self._main, args=(fn,), name="pytriton-run", daemon=True)
-        self._thread.start()
-
-    def _main(self, fn: Callable[[], None]) -> None:
-        try:
-            fn()
-        except BaseException as exc:  # reported by the main thread with tritonserver's log
-            self.errors.append(exc)
-        finally:
-            self.done.set()
-        self._release.wait()
-
-    def release(self) -> None:
-        self._release.set()
-        self._thread.join(timeout=30)
+def exit_reason(returncode: int) -> str:
+    """subprocess's return code in words: a negative code is the signal that ended the process."""
+    if returncode < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-returncode).name}"
+        return f"killed by signal {-returncode}"
+    return f"exit status {returncode}"
 
 
-def _watch_startup(runner: _Runner, server_alive: Callable[[], bool], triton_log: Path,
-                   appear_timeout_s: float = 60.0) -> None:
-    seen = False
-    t0 = time.monotonic()
-    while not runner.done.wait(0.2):
-        if server_alive():
-            seen = True
-        elif seen or time.monotonic() - t0 > appear_timeout_s:
-            what = "exited" if seen else f"did not start within {appear_timeout_s:.0f} s"
-            raise AbqaError(f"tritonserver {what}; its log ends:\n{tail(triton_log)}")
+def stop_tritonserver(server: subprocess.Popen, timeout_s: float = 15.0) -> None:
+    """SIGINT (Triton's graceful stop: in-flight requests finish, then the stubs are stopped), then whatever of its
+    tree is left after `timeout_s` is killed."""
+    import psutil
+
+    try:
+        tree = [psutil.Process(server.pid), *_descendants(psutil.Process(server.pid))]
+    except psutil.Error:
+        tree = []
+    with contextlib.suppress(ProcessLookupError):
+        server.send_signal(signal.SIGINT)
+    reap(tree, timeout_s, on_kill=lambda process: log.warning("killing leftover process %d (%s)", process.pid,
+                                                               _name(process)))
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        server.wait(timeout=1)
 
 
-def server_output(triton, triton_log: Path, lines: int = 25) -> str:
-    """The end of tritonserver's own output, where a crash writes its signal and stack trace (stderr, which PyTriton
-    captures), else of its log file (--log-file holds the log lines only)."""
-    captured = getattr(triton, "_triton_server", None)   # PyTriton 0.7.0 keeps the server private; no accessor
-    text = captured.logs() if captured is not None else ""
-    return "\n".join(text.splitlines()[-lines:]) if text.strip() else tail(triton_log, lines)
+def server_output(output_path: Path, triton_log: Path, lines: int = 25) -> str:
+    """The end of tritonserver's own output, where a crash writes its signal and stack trace, else of its log
+    file (--log-file holds the log lines only)."""
+    text = tail(output_path, lines)
+    return text if text not in ("(no log)", "(empty log)") else tail(triton_log, lines)
 
 
 def _release(guardian) -> None:
@@ -353,17 +273,6 @@ def _release(guardian) -> None:
     guardian.stdin.close()
     with contextlib.suppress(Exception):
         guardian.wait(timeout=10)
-
-
-def _tritonservers(me) -> list:
-    import psutil
-
-    found = []
-    for child in me.children(recursive=False):
-        with contextlib.suppress(psutil.Error):
-            if child.name() == "tritonserver" and child.status() != psutil.STATUS_ZOMBIE:
-                found.append(child)
-    return found
 
 
 def _descendants(process) -> list:

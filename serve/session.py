@@ -2,13 +2,15 @@
 
 `create_session` is the one way abqa builds a CPU session for an exported arm, and `PlanRuntime` the one way a
 thread plan (abqa.serve.repository.ThreadPlan) opens an instance's sessions and runs requests on them, so the
-server, the performance benchmark and the tests that compare Triton's answer with an in-process one all run the
-same thing.
+server's python-backend stubs (abqa.serve.backend), the performance benchmark and the tests that compare Triton's
+answer with an in-process one all run the same thing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,19 +25,10 @@ from abqa.core.errors import AbqaError
 from abqa.export.triton_config import TensorSpec
 
 
-def use_shared_pool(threads: int) -> None:
-    """Size the process's one ONNX Runtime thread pool, which every session made with `shared_pool=True` runs on
-    (the onnxruntime backend's `enable-global-threadpool`). Call it before the first such session."""
-    import onnxruntime as ort
-
-    ort.set_global_thread_pool_sizes(max(1, int(threads)), 1)
-
-
 def create_session(model_path: str | Path, intra_op_threads: int = 0, *, arm: str | None = None,
-                   shared_pool: bool = False, spinning: bool = True):
-    """A CPU InferenceSession: on the process's shared pool (see `use_shared_pool`), or with a pool of its own of
-    `intra_op_threads` threads (0 = ONNX Runtime's default: every core) whose workers spin-wait for work
-    between operators unless `spinning` is False.
+                   spinning: bool = True):
+    """A CPU InferenceSession with a thread pool of its own of `intra_op_threads` threads (0 = ONNX Runtime's
+    default: every core) whose workers spin-wait for work between operators unless `spinning` is False.
 
     Inter-op parallelism is off (sequential execution): BERT graphs are one chain of operators, and a second
     pool would only add threads that compete for the same cores.
@@ -44,13 +37,10 @@ def create_session(model_path: str | Path, intra_op_threads: int = 0, *, arm: st
 
     options = ort.SessionOptions()
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    if shared_pool:
-        options.use_per_session_threads = False
-    else:
-        options.intra_op_num_threads = max(0, int(intra_op_threads))
-        options.inter_op_num_threads = 1
-        if not spinning:
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.intra_op_num_threads = max(0, int(intra_op_threads))
+    options.inter_op_num_threads = 1
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types for unreadable or invalid graphs
@@ -94,11 +84,11 @@ def probe_inputs(inputs: tuple[TensorSpec, ...], batch: int = 1, length: int = 8
 
 
 class OneAtATime:
-    """Runs every inference of the process on one thread, in arrival order: the shared plan's turn-taking.
+    """Runs every inference of the process on one thread, in arrival order: the shared plan's turn-taking within
+    one process (in the server, Triton's rate limiter takes the turns across the stubs instead).
 
-    Two sessions computing at once on a shared pool would put more threads than cores to work; one at a time,
-    each inference has the whole pool, and the pool's threads never wait for a core. Triton sees an instance
-    that waits its turn as busy, so its queue (and dynamic batching) works as on a saturated instance.
+    Two sessions of every core computing at once would put more threads than cores to work; one at a time, each
+    inference has every core, and no thread waits for a core.
     """
 
     def __init__(self) -> None:
@@ -112,7 +102,7 @@ class OneAtATime:
 
 
 class Occupancy:
-    """The adaptive plan's switch: how many inferences are running in the process right now."""
+    """The adaptive plan's switch within one process: how many inferences are running in it right now."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -131,6 +121,33 @@ class Occupancy:
                 self._running -= 1
 
 
+class ProcessOccupancy:
+    """The adaptive plan's switch across processes (the server's stubs, one per model instance): every running
+    inference holds a shared lock on one file; an inference began alone when it could lock that file exclusively.
+
+    The exclusive lock is turned into a shared one without atomicity, so two inferences that begin within
+    microseconds of each other may both take their wide session: the plan's choice is a heuristic, the answers are
+    the same either way.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+
+    @contextlib.contextmanager
+    def enter(self) -> Iterator[bool]:
+        descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                alone = True
+            except BlockingIOError:
+                alone = False
+            fcntl.flock(descriptor, fcntl.LOCK_SH)
+            yield alone
+        finally:
+            os.close(descriptor)   # releases the lock
+
+
 @dataclass(frozen=True)
 class Instance:
     """One model instance under a thread plan: `run(output_names, feeds)` picks the session the plan says."""
@@ -141,24 +158,28 @@ class Instance:
 
 
 class PlanRuntime:
-    """A thread plan at work in one process: the shared pool sized once, the turns of the shared plan, the
-    occupancy of the adaptive one, and each instance's sessions opened as its arm's SessionPlan says."""
+    """A thread plan at work in one process: the turns of the shared plan (unless `take_turns` is False: someone
+    else takes them, as Triton's rate limiter does in the server), the occupancy of the adaptive one (this process's
+    unless given), and each instance's sessions opened as its arm's SessionPlan says."""
 
-    def __init__(self, plan: ThreadPlan) -> None:
+    def __init__(self, plan: ThreadPlan, *, occupancy: Occupancy | ProcessOccupancy | None = None,
+                 take_turns: bool = True) -> None:
         self.plan = plan
-        self.turns = OneAtATime() if plan.one_at_a_time else None
-        self.occupancy = Occupancy()
-        if plan.one_at_a_time:
-            use_shared_pool(plan.pool_threads)
+        self.turns = OneAtATime() if plan.one_at_a_time and take_turns else None
+        self.occupancy = occupancy or Occupancy()
 
     def open_instance(self, arm: str, model_path: str | Path) -> Instance:
         """AbqaError naming the arm when ONNX Runtime cannot load the model."""
         session_plan = self.plan.sessions[arm]
-        session = create_session(model_path, session_plan.intra_op_threads, arm=arm,
-                                 shared_pool=self.plan.one_at_a_time, spinning=session_plan.spinning)
-        if self.turns is not None:
+        if self.plan.one_at_a_time:
+            # Every core, no spin-waiting: a finished inference's workers must not hold the cores that the next
+            # one (another session, in the server another process) and the response's way back need.
+            session = create_session(model_path, self.plan.pool_threads, arm=arm, spinning=False)
+            if self.turns is None:
+                return Instance(session, session.run)
             turns = self.turns
             return Instance(session, lambda names, feeds: turns.run(session.run, names, feeds))
+        session = create_session(model_path, session_plan.intra_op_threads, arm=arm, spinning=session_plan.spinning)
         if not self.plan.adaptive or session_plan.narrow_threads >= session_plan.intra_op_threads:
             return Instance(session, session.run)
         narrow = create_session(model_path, session_plan.narrow_threads, arm=arm, spinning=False)

@@ -423,7 +423,7 @@ def test_the_queue_bound_goes_from_the_export_through_config_pbtxt_to_the_server
     from abqa.core.config import DEFAULT_MAX_QUEUE_SIZE
     from abqa.serve.repository import read_arm_model_config
     from abqa.serve.server import queue_bound
-    from test_serve import pytriton_config_for
+    from test_serve import serving_config_for
 
     arm = read_arm_model_config(tiny_repository, "bert")
     assert "default_queue_policy" in (tiny_repository / "bert" / "config.pbtxt").read_text()
@@ -433,8 +433,8 @@ def test_the_queue_bound_goes_from_the_export_through_config_pbtxt_to_the_server
     assert queue_bound(exported_before, None) == DEFAULT_MAX_QUEUE_SIZE
     with pytest.raises(AbqaError, match="--max-queue-size"):
         queue_bound(arm, -1)
-    assert pytriton_config_for(arm, 5)["dynamic_batching"]["defaultQueuePolicy"]["maxQueueSize"] == 5
-    assert "defaultQueuePolicy" not in pytriton_config_for(arm, 0)["dynamic_batching"]
+    assert serving_config_for(tiny_repository, arm, 5).dynamic_batching.default_queue_policy.max_queue_size == 5
+    assert not serving_config_for(tiny_repository, arm, 0).dynamic_batching.HasField("default_queue_policy")
 
 
 # --- router, app -------------------------------------------------------------------------------------------------------

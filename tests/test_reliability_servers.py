@@ -174,4 +174,5 @@ def test_overload_is_refused_quickly_and_a_tritonserver_crash_is_reported_with_i
     finally:
         server.stop()
     output = (tmp_path / "serve.log").read_text()
-    assert "tritonserver exited unexpectedly; its output ends:" in output and "Signal (11) received" in output
+    assert "tritonserver exited unexpectedly (" in output and "); its output ends:" in output
+    assert "Signal (11) received" in output

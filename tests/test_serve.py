@@ -1,9 +1,11 @@
-"""Serve stage: config.pbtxt read into bindings, thread planning, the libpython fix, clear errors, and a real
-Triton (`abqa serve`) that answers exactly like ONNX Runtime in-process, batches dynamically and leaves no process.
+"""Serve stage: config.pbtxt read and rewritten for the python backend, thread planning, the stubs' model, the
+libpython fix, clear errors, and a real Triton (`abqa serve`) that answers exactly like ONNX Runtime in-process,
+batches dynamically and leaves no process.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -26,7 +28,7 @@ from abqa.serve.repository import (
     read_arm_model_config,
     select_arms,
 )
-from abqa.serve.server import ServeOptions, check_ports_free, pytriton_binding, ready_report
+from abqa.serve.server import ServeOptions, check_ports_free, ready_report
 from abqa.serve.session import create_session
 
 QUESTION = "What is the capital of France?"
@@ -94,36 +96,68 @@ def test_a_model_onnx_runtime_cannot_load_is_an_error_naming_the_arm(tiny_reposi
         create_session(read_arm_model_config(repository, "distilbert").model_path, 1, arm="distilbert")
 
 
-def pytriton_config_for(arm: ArmModelConfig, max_queue_size: int = 0) -> dict:
-    """The model config PyTriton would hand tritonserver for this binding (its own generator, no server)."""
-    from pytriton.model_config.generator import ModelConfigGenerator
-    from pytriton.model_config.triton_model_config import TensorSpec, TritonModelConfig
+def serving_config_for(repository: Path, arm: ArmModelConfig, max_queue_size: int = 0, kind: str = "shared",
+                       instances: int | None = None):
+    """The config.pbtxt tritonserver gets for this arm (abqa.serve.launch), parsed as Triton parses it."""
+    from abqa.export.triton_config import parse_config_pbtxt
+    from abqa.serve.launch import serving_config_pbtxt
 
-    inputs, outputs, config = pytriton_binding(arm, max_queue_size)
-    triton_config = TritonModelConfig(
-        model_name=arm.name, max_batch_size=config.max_batch_size, batching=config.batching, batcher=config.batcher,
-        inputs=[TensorSpec(t.name, t.shape, t.dtype) for t in inputs],
-        outputs=[TensorSpec(t.name, t.shape, t.dtype) for t in outputs],
-    )
-    return ModelConfigGenerator(triton_config).get_config()
+    plan = plan_threads([arm], 2, kind=kind, instances=instances)
+    text = serving_config_pbtxt(arm, (repository / arm.name / "config.pbtxt").read_text(), plan=plan,
+                                max_queue_size=max_queue_size, occupancy_file=Path("/run/occupancy.lock"))
+    return parse_config_pbtxt(text)
 
 
-def test_binding_declares_what_config_pbtxt_declares(tiny_repository, tmp_path):
-    generated = pytriton_config_for(read_arm_model_config(tiny_repository, "bert"))
-    assert generated["max_batch_size"] == 8
-    assert generated["dynamic_batching"] == {"maxQueueDelayMicroseconds": 2000, "preferredBatchSize": [2, 4, 8]}
-    assert [(t["name"], t["data_type"], t["dims"]) for t in generated["input"]] == [
-        (name, "TYPE_INT64", [-1]) for name in ("input_ids", "attention_mask", "token_type_ids")]
-    assert [(t["name"], t["data_type"], t["dims"]) for t in generated["output"]] == [
-        ("start_logits", "TYPE_FP32", [-1]), ("end_logits", "TYPE_FP32", [-1])]
+def test_the_served_config_is_the_exported_one_on_the_python_backend(tiny_repository, tmp_path):
+    from abqa.serve.backend import ONNX_MODEL, THREAD_PLAN, THREADS
+
+    arm = read_arm_model_config(tiny_repository, "bert")
+    served = serving_config_for(tiny_repository, arm, max_queue_size=16)
+    assert served.name == "bert" and served.backend == "python" and not served.default_model_filename
+    assert served.max_batch_size == 8
+    assert served.dynamic_batching.max_queue_delay_microseconds == 2000
+    assert list(served.dynamic_batching.preferred_batch_size) == [2, 4, 8]
+    assert served.dynamic_batching.default_queue_policy.max_queue_size == 16
+    assert [(t.name, list(t.dims)) for t in served.input] == [
+        (name, [-1]) for name in ("input_ids", "attention_mask", "token_type_ids")]
+    assert [t.name for t in served.output] == ["start_logits", "end_logits"]
+    # One group of CPU stubs holding the shared plan's resource; the plan and the graph as parameters.
+    (group,) = served.instance_group
+    assert group.count == 1 and group.kind == group.KIND_CPU
+    assert [(r.name, getattr(r, "global"), r.count) for r in group.rate_limiter.resources] == [("abqa_cpu", True, 1)]
+    assert served.parameters[ONNX_MODEL].string_value == str(arm.model_path.resolve())
+    assert (served.parameters[THREAD_PLAN].string_value, served.parameters[THREADS].string_value) == ("shared", "2")
+    assert "intra_op_thread_count" not in served.parameters
+    assert serving_config_for(tiny_repository, arm, instances=3).instance_group[0].count == 3
 
     # No dynamic_batching in config.pbtxt: none on the official server, so none here either.
     repository = copy_repository(tiny_repository, tmp_path / "repo", arms=("distilbert",))
     config_path = repository / "distilbert" / "config.pbtxt"
     text = config_path.read_text()
     config_path.write_text(text[:text.index("dynamic_batching")] + text[text.index("instance_group"):])
-    generated = pytriton_config_for(read_arm_model_config(repository, "distilbert"))
-    assert generated["max_batch_size"] == 8 and "dynamic_batching" not in generated
+    served = serving_config_for(repository, read_arm_model_config(repository, "distilbert"))
+    assert served.max_batch_size == 8 and not served.HasField("dynamic_batching")
+
+
+@pytest.mark.parametrize("kind", ["shared", "adaptive", "per-session"])
+def test_a_stub_rebuilds_its_arms_plan_from_the_parameters(kind):
+    from abqa.serve.backend import plan_from_parameters, plan_parameters
+
+    arms = [arm_model_config("a", threads=1), arm_model_config("b")]
+    plan = plan_threads(arms, 4, kind=kind)
+    rebuilt = plan_from_parameters("a", plan_parameters("a", "/m.onnx", plan, "/run/occupancy.lock"))
+    assert (rebuilt.kind, rebuilt.pool_threads) == (plan.kind, plan.pool_threads)
+    assert rebuilt.sessions["a"] == dataclasses.replace(plan.sessions["a"], instances=1)   # a stub serves one
+
+
+def test_a_dynamic_batch_is_split_back_into_its_requests_rows():
+    from abqa.serve.backend import split_batch
+
+    start, end = np.arange(12).reshape(6, 2), -np.arange(12).reshape(6, 2)
+    parts = split_batch([start, end], [1, 3, 2])
+    assert [[part.tolist() for part in outputs] for outputs in parts] == [
+        [start[:1].tolist(), end[:1].tolist()], [start[1:4].tolist(), end[1:4].tolist()],
+        [start[4:].tolist(), end[4:].tolist()]]
 
 
 # --- planning sessions and threads -----------------------------------------------------------------------------
@@ -144,17 +178,18 @@ def test_the_adaptive_plan_gives_an_idle_server_every_core_and_a_busy_one_each_i
     assert "8 thread(s) for a request that finds the server idle, 4 while other inferences run" in plan.describe()
 
 
-def test_the_shared_plan_gives_every_session_the_one_pool_of_every_core():
+def test_the_shared_plan_gives_every_session_every_core_one_inference_at_a_time():
     arms = [arm_model_config("a", threads=1), arm_model_config("b", instances=2)]
     plan = plan_threads(arms, 8, kind="shared")
     assert plan.kind == "shared" and plan.one_at_a_time and plan.pool_threads == 8
     assert plan_threads(arms, 8) == plan   # the default: a lone request gets what it gets in-process
-    # config.pbtxt's intra_op_thread_count is ignored, as the onnxruntime backend ignores it with a global pool.
+    # config.pbtxt's intra_op_thread_count is ignored, as the onnxruntime backend ignores it with its global pool.
     assert {n: (p.instances, p.intra_op_threads) for n, p in plan.sessions.items()} == {"a": (1, 0), "b": (2, 0)}
     assert plan_threads(arms, 8, kind="shared", threads=3).pool_threads == 3
     assert {p.instances for p in plan_threads(arms, 8, kind="shared", instances=4).sessions.values()} == {4}
     assert plan_threads(arms, 0, kind="shared").pool_threads == 1  # at least one
-    assert "one ONNX Runtime pool of 8 thread(s)" in plan.describe() and "one inference at a time" in plan.describe()
+    assert "every session 8 ONNX Runtime thread(s), spin-waiting off" in plan.describe()
+    assert "one inference at a time" in plan.describe()
 
 
 def test_the_per_session_plan_shares_the_cores_out():
@@ -232,6 +267,59 @@ def test_occupancy_says_whether_an_inference_began_alone():
         assert again
 
 
+def _hold_occupancy(path: str, entered, release) -> None:
+    from abqa.serve.session import ProcessOccupancy
+
+    with ProcessOccupancy(path).enter() as alone:
+        entered.put(alone)
+        release.wait(30)
+
+
+def test_process_occupancy_sees_an_inference_running_in_another_process(tmp_path):
+    """The adaptive plan's switch across the server's stubs: another process's running inference counts."""
+    import multiprocessing
+
+    from abqa.serve.session import ProcessOccupancy
+
+    path = tmp_path / "occupancy.lock"
+    context = multiprocessing.get_context("spawn")
+    entered, release = context.Queue(), context.Event()
+    other = context.Process(target=_hold_occupancy, args=(str(path), entered, release))
+    other.start()
+    try:
+        assert entered.get(timeout=60) is True           # nothing else running: it began alone
+        with ProcessOccupancy(path).enter() as alone:
+            assert alone is False                         # the other process's inference is still running
+            with ProcessOccupancy(path).enter() as nested:
+                assert nested is False
+    finally:
+        release.set()
+        other.join(30)
+    with ProcessOccupancy(path).enter() as alone:
+        assert alone is True                              # it ended: alone again
+
+
+def test_the_shared_runtime_gives_each_session_every_core_and_takes_turns_unless_told_not_to(tiny_repository):
+    from abqa.serve.session import PlanRuntime
+
+    arms = [read_arm_model_config(tiny_repository, name) for name in ("bert", "distilbert")]
+    plan = plan_threads(arms, 2, kind="shared")
+    in_process = PlanRuntime(plan)
+    instance = in_process.open_instance("bert", arms[0].model_path)
+    assert instance.session.get_session_options().intra_op_num_threads == 2
+    assert in_process.turns is not None
+    # In the server, Triton's rate limiter takes the turns: the stub runs its session directly.
+    stub = PlanRuntime(plan, take_turns=False)
+    served = stub.open_instance("bert", arms[0].model_path)
+    assert stub.turns is None and served.run == served.session.run
+    feeds = tokenized(tiny_repository, "bert")
+    try:
+        np.testing.assert_allclose(served.run(["start_logits"], feeds)[0], instance.run(["start_logits"], feeds)[0],
+                                   rtol=1e-5, atol=1e-5)
+    finally:
+        in_process.close()
+
+
 def test_the_adaptive_runtime_answers_alike_on_its_wide_and_narrow_sessions(tiny_repository):
     from abqa.serve.session import PlanRuntime
 
@@ -289,8 +377,8 @@ def test_ready_report_names_urls_pid_and_every_model(tiny_repository):
     first, plan, *rest = report.splitlines()
     assert first == ("abqa serve: ready (pid 42) http=http://127.0.0.1:1 grpc=127.0.0.1:2 "
                      "metrics=http://127.0.0.1:3/metrics")
-    assert plan.strip() == ("thread plan shared: one ONNX Runtime pool of 2 thread(s) for every session, one "
-                            "inference at a time (arrival order across arms)")
+    assert plan.strip() == ("thread plan shared: every session 2 ONNX Runtime thread(s), spin-waiting off, one "
+                            "inference at a time across arms (Triton's rate limiter)")
     assert [line.split()[:2] for line in rest[:2]] == [["bert", "READY"], ["distilbert", "READY"]]
     assert "1 instance(s)  [" in rest[0]
     adaptive = ready_report(arms, plan_threads(arms, 2, kind="adaptive"), options, pid=42)
@@ -445,3 +533,11 @@ def test_start_server_reports_a_port_in_use(tiny_repository):
         port = taken.getsockname()[1]
         with pytest.raises(AbqaError, match=f"HTTP port {port} on 127.0.0.1 is not available"):
             start_server(tiny_repository, http_port=port, grpc_port=None, metrics_port=None, timeout_s=60)
+
+
+def test_a_server_that_exits_is_reported_with_its_signal_or_status():
+    from abqa.serve.server import exit_reason
+
+    assert exit_reason(-11) == "killed by SIGSEGV"
+    assert exit_reason(-9) == "killed by SIGKILL"
+    assert exit_reason(1) == "exit status 1"

@@ -37,7 +37,7 @@ MAX_ANSWER_LENGTH = 30
 PAD_MULTIPLE = 8
 PAD_MULTIPLE_GPU = 64
 # How `abqa serve` spends the cores (abqa.serve.repository.ThreadPlan); benchmarks/performance.py chose the default:
-# one pool of every core, one inference at a time, gives a lone request what it gets in-process.
+# every core for each session, one inference at a time, gives a lone request what it gets in-process.
 THREAD_PLANS = ("shared", "adaptive", "per-session")
 DEFAULT_THREAD_PLAN = "shared"
 

@@ -14,8 +14,8 @@ it to the *thread* that started the child, not the process: a child started from
 would be signalled when that thread ends. Start such children from a thread that lives as long as they should
 (the main thread). Elsewhere than on Linux it does nothing.
 
-A process that starts children it cannot give `die_with_parent` (PyTriton starts tritonserver, with a death signal
-SIGTERM whose graceful shutdown waits on a backend that died with the parent) hands them to a guardian:
+A process whose child's death signal would not end it promptly (tritonserver's SIGTERM starts a graceful shutdown
+that waits on a backend that died with the parent) hands it to a guardian as well:
 
     guardian = start_guardian([tritonserver_pid])   # a tiny process reading a pipe this process holds
 
