@@ -100,14 +100,22 @@ def queue_bound(arm: ArmModelConfig, override: int | None) -> int:
 
 
 def check_sessions(arms: list[ArmModelConfig]) -> None:
-    """Open every arm's model once here: a model ONNX Runtime cannot load, or whose tensors config.pbtxt misnames,
-    is an error naming its arm before any server starts (a stub would only log it)."""
+    """Open every arm's model once before any server starts: a model ONNX Runtime cannot load, or whose tensors
+    config.pbtxt misnames, is an error naming its arm here (a stub would only log it). In a child process: the
+    weights it loads leave with it, where freed memory would stay with this one and count as the server's."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as child:
+        child.submit(_open_sessions, arms).result()
+
+
+def _open_sessions(arms: list[ArmModelConfig]) -> None:
     from abqa.serve.session import check_session_matches, create_session
 
     for arm in arms:
         session = create_session(arm.model_path, 1, arm=arm.name, spinning=False)
         check_session_matches(session, arm.inputs, arm.outputs, arm.name)
-        del session
 
 
 def wait_until_answering(arms: list[ArmModelConfig], endpoint: Endpoint, timeout_s: float,

@@ -541,3 +541,26 @@ def test_a_server_that_exits_is_reported_with_its_signal_or_status():
     assert exit_reason(-11) == "killed by SIGSEGV"
     assert exit_reason(-9) == "killed by SIGKILL"
     assert exit_reason(1) == "exit status 1"
+
+
+def test_serve_names_the_arm_whose_model_onnx_runtime_cannot_load_before_starting_a_server(tiny_repository, tmp_path,
+                                                                                          capsys):
+    repository = copy_repository(tiny_repository, tmp_path / "repo")
+    (repository / "distilbert" / "1" / "model.onnx").write_bytes(b"not an onnx graph")
+    from abqa.serve.process import free_ports
+
+    http, grpc, metrics = free_ports(3)
+    assert main(["serve", "--model-repository", str(repository), "--http-port", str(http), "--grpc-port", str(grpc),
+                 "--metrics-port", str(metrics)]) == 2
+    assert "arm 'distilbert': ONNX Runtime cannot load" in capsys.readouterr().err
+
+
+def test_the_check_before_serving_loads_the_models_in_a_child_process_not_in_serve(tiny_repository):
+    """Freed weights stay with the process that loaded them, and abqa serve's memory counts as the server's."""
+    import subprocess
+
+    code = ("import sys; from abqa.serve.server import check_sessions, load_arms; "
+            f"check_sessions(load_arms({str(tiny_repository)!r}, None)); print('onnxruntime' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
