@@ -16,6 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from abqa.core.errors import AbqaError
 from abqa.core.repository import ArmPaths
 from abqa.export.triton_config import CPU_RATE_LIMITER_RESOURCE, parse_config_pbtxt
 from abqa.serve.backend import plan_parameters
@@ -59,7 +60,7 @@ def serving_config_pbtxt(arm: ArmModelConfig, exported_text: str, *, plan: Threa
     # the shared plan's one-at-a-time (tritonserver --rate-limit=execution_count; ignored otherwise).
     del config.instance_group[:]
     group = config.instance_group.add()
-    group.count = arm_instances(plan, arm.name)
+    group.count = plan.sessions[arm.name].instances
     group.kind = group.KIND_CPU
     resource = group.rate_limiter.resources.add()
     resource.name, resource.count = CPU_RATE_LIMITER_RESOURCE, 1
@@ -67,10 +68,6 @@ def serving_config_pbtxt(arm: ArmModelConfig, exported_text: str, *, plan: Threa
     for key, value in plan_parameters(arm.name, arm.model_path.resolve(), plan, occupancy_file).items():
         config.parameters[key].string_value = value
     return text_format.MessageToString(config)
-
-
-def arm_instances(plan: ThreadPlan, arm: str) -> int:
-    return plan.sessions[arm].instances
 
 
 def write_serving_repository(folder: Path, arms: list[ArmModelConfig], source: Path, *, plan: ThreadPlan,
@@ -102,8 +99,6 @@ def prepare_backends(folder: Path) -> Path:
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     stub = server / "python_backend_stubs" / version / "triton_python_backend_stub"
     if not stub.is_file():
-        from abqa.core.errors import AbqaError
-
         raise AbqaError(f"nvidia-pytriton has no python backend stub for Python {version} ({stub} is missing)")
     backend = folder / "backends" / "python"
     backend.mkdir(parents=True)
