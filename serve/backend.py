@@ -8,7 +8,7 @@ held the Python callable, and that process ran it on an executor thread: 5.0 aga
 empty model on an idle server, benchmarks/results/serve-path-2026-12-03-xeon.txt.)
 
 The stub imports this module from `<arm>/1/model.py` in the serving repository that `abqa serve` writes
-(abqa.serve.launch); the model's config.pbtxt parameters say which ONNX graph to run and how (SERVING_PARAMETERS).
+(abqa.serve.launch); the model's config.pbtxt parameters say which ONNX graph to run and how (`plan_parameters`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ THREADS = "abqa_intra_op_threads"
 NARROW_THREADS = "abqa_narrow_threads"
 SPINNING = "abqa_spinning"
 OCCUPANCY_FILE = "abqa_occupancy_file"
-SERVING_PARAMETERS = (ONNX_MODEL, THREAD_PLAN, THREADS, NARROW_THREADS, SPINNING, OCCUPANCY_FILE)
 
 
 def plan_parameters(arm: str, model_path, plan: ThreadPlan, occupancy_file) -> dict[str, str]:

@@ -258,7 +258,8 @@ def stop_tritonserver(server: subprocess.Popen, timeout_s: float = 15.0) -> None
     import psutil
 
     try:
-        tree = [psutil.Process(server.pid), *_descendants(psutil.Process(server.pid))]
+        process = psutil.Process(server.pid)
+        tree = [process, *_descendants(process)]
     except psutil.Error:
         tree = []
     with contextlib.suppress(ProcessLookupError):
