@@ -270,5 +270,10 @@ def _read(path: Path) -> str:
         return ""
 
 
+def last_lines(path: Path, lines: int = 40) -> str:
+    """The file's last `lines` lines; "" when it is missing or empty."""
+    return "\n".join(_read(path).splitlines()[-lines:])
+
+
 def _tail(path: Path, lines: int = 40) -> str:
-    return "\n".join(_read(path).splitlines()[-lines:]) or "(no output)"
+    return last_lines(path, lines) or "(no output)"

@@ -27,7 +27,7 @@ from abqa.core.config import (DEFAULT_HOST, DEFAULT_MAX_QUEUE_SIZE, DEFAULT_THRE
                               METRICS_PORT)
 from abqa.core.errors import AbqaError
 from abqa.core.processes import reap, spawn, start_guardian
-from abqa.serve.process import READY_PREFIX
+from abqa.serve.process import READY_PREFIX, last_lines
 from abqa.serve.repository import (ArmModelConfig, ThreadPlan, discover_arms, plan_threads, read_arm_model_config,
                                    select_arms)
 from abqa.triton.endpoint import Endpoint, is_loopback
@@ -143,14 +143,6 @@ def wait_until_answering(arms: list[ArmModelConfig], endpoint: Endpoint, timeout
                         f"tritonserver's log ends:\n{log_tail()}"
                     )
                 time.sleep(0.2)
-
-
-def tail(path: Path, lines: int = 25) -> str:
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return "(no log)"
-    return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
 
 
 def ready_report(arms: list[ArmModelConfig], plan: ThreadPlan, options: ServeOptions, pid: int) -> str:
@@ -273,8 +265,7 @@ def stop_tritonserver(server: subprocess.Popen, timeout_s: float = 15.0) -> None
 def server_output(output_path: Path, triton_log: Path, lines: int = 25) -> str:
     """The end of tritonserver's own output, where a crash writes its signal and stack trace, else of its log
     file (--log-file holds the log lines only)."""
-    text = tail(output_path, lines)
-    return text if text not in ("(no log)", "(empty log)") else tail(triton_log, lines)
+    return last_lines(output_path, lines) or last_lines(triton_log, lines) or "(no output)"
 
 
 def _release(guardian) -> None:

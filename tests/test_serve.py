@@ -543,6 +543,23 @@ def test_a_server_that_exits_is_reported_with_its_signal_or_status():
     assert exit_reason(1) == "exit status 1"
 
 
+def test_a_dead_servers_report_shows_its_own_output_else_its_log_file(tmp_path):
+    """A crash writes its signal and stack trace to tritonserver's output; when that is empty or missing, the
+    --log-file's last lines are the next best thing."""
+    from abqa.serve.server import server_output
+
+    output, log = tmp_path / "output.txt", tmp_path / "triton.log"
+    log.write_text("".join(f"log line {n}\n" for n in range(30)))
+    assert server_output(output, log, lines=3) == "log line 27\nlog line 28\nlog line 29"   # no output file
+    output.write_text("")
+    assert server_output(output, log, lines=1) == "log line 29"
+    output.write_text("Signal (11) received.\n")
+    assert server_output(output, log) == "Signal (11) received."
+    log.unlink()
+    output.unlink()
+    assert server_output(output, log) == "(no output)"
+
+
 def test_serve_names_the_arm_whose_model_onnx_runtime_cannot_load_before_starting_a_server(tiny_repository, tmp_path,
                                                                                           capsys):
     repository = copy_repository(tiny_repository, tmp_path / "repo")
