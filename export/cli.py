@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from abqa.core.config import DEFAULT_ARMS, DEFAULT_MAX_QUEUE_SIZE, DEFAULT_MODEL_REPOSITORY
+from abqa.export.triton_config import BatchingConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,8 +41,10 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also export a dynamically quantized variant for AVX-512 VNNI, e.g. bert-int8")
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: optimum's choice)")
     parser.add_argument("--max-batch-size", type=int, default=8, help="Triton max_batch_size (default: %(default)s)")
-    parser.add_argument("--queue-delay-us", type=int, default=2000,
-                        help="dynamic batching max queue delay in microseconds (default: %(default)s)")
+    parser.add_argument("--queue-delay-us", type=int, default=BatchingConfig.max_queue_delay_us,
+                        help="dynamic batching: how long a request may wait for others to join its batch, in "
+                        "microseconds; 0 batches only requests that queued while the instance was busy, and a lone "
+                        "request never waits (default: %(default)s)")
     parser.add_argument("--max-queue-size", type=int, default=DEFAULT_MAX_QUEUE_SIZE, metavar="N",
                         help="requests the dynamic batcher holds before it rejects more (overload gets fast refusals "
                         "rather than a crash); 0 = unbounded (default: %(default)s)")
@@ -58,7 +61,7 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
 def export_options_from_args(args: argparse.Namespace, n_arms: int):
     from abqa.core.machine import cpu_count
     from abqa.export.pipeline import ExportOptions
-    from abqa.export.triton_config import BatchingConfig, InstanceConfig
+    from abqa.export.triton_config import InstanceConfig
 
     if args.max_batch_size < 0 or args.instances < 1 or args.max_queue_size < 0:
         from abqa.core.errors import AbqaError

@@ -22,7 +22,11 @@ class TensorSpec:
 class BatchingConfig:
     max_batch_size: int = 8
     preferred_batch_sizes: tuple[int, ...] = (2, 4, 8)
-    max_queue_delay_us: int = 2000
+    # Triton's recommended start (its batcher guide): no delay. Requests that queue while the instance is busy still
+    # merge; a delay only makes a request that finds the instance idle wait for company, and a lone request, which
+    # is what a paired evaluation sends, paid all of it (2.0 ms per request at 2000 us, in Triton's own trace:
+    # benchmarks/results/serve-trace-2026-12-04-xeon.txt). --queue-delay-us sets one where throughput matters more.
+    max_queue_delay_us: int = 0
     # Requests the dynamic batcher holds before it rejects more (overload gets fast refusals, not a crash); 0 = none.
     max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE
 

@@ -49,7 +49,7 @@ class SessionPlan:
 class ThreadPlan:
     """How `abqa serve` spends the cores on the arms' sessions (benchmarks/performance.py measures each kind).
 
-    shared (the default): every session a pool of every core, without spin-waiting, and one inference at a time
+    shared (the default): every session a pool of every core, spin-waiting only during a run, and one inference at a time
     across every arm and instance (Triton's rate limiter, on the resource config.pbtxt's instances hold): a lone
     request runs as the model alone in-process would, and under load each request still has every core (about 7%
     below one thread per session, measured). The official image does the same with the onnxruntime backend's
@@ -77,7 +77,8 @@ class ThreadPlan:
 
     def describe(self) -> str:
         if self.one_at_a_time:
-            return (f"thread plan shared: every session {self.pool_threads} ONNX Runtime thread(s), spin-waiting off, "
+            return (f"thread plan shared: every session {self.pool_threads} ONNX Runtime thread(s), spin-waiting "
+                    "during a run only, "
                     "one inference at a time across arms (Triton's rate limiter)")
         first = next(iter(self.sessions.values()), SessionPlan(1, 1))
         if self.adaptive:

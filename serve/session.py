@@ -26,9 +26,12 @@ from abqa.export.triton_config import TensorSpec
 
 
 def create_session(model_path: str | Path, intra_op_threads: int = 0, *, arm: str | None = None,
-                   spinning: bool = True):
+                   spinning: bool = True, spin_between_runs: bool = True):
     """A CPU InferenceSession with a thread pool of its own of `intra_op_threads` threads (0 = ONNX Runtime's
-    default: every core) whose workers spin-wait for work between operators unless `spinning` is False.
+    default: every core) whose workers spin-wait for work between operators unless `spinning` is False; with
+    `spin_between_runs` False they stop spinning as soon as the last running inference returns
+    (`session.force_spinning_stop`), so they spin only while there is work for them (ONNX Runtime's default keeps
+    them spinning for a while after each run).
 
     Inter-op parallelism is off (sequential execution): BERT graphs are one chain of operators, and a second
     pool would only add threads that compete for the same cores.
@@ -41,6 +44,8 @@ def create_session(model_path: str | Path, intra_op_threads: int = 0, *, arm: st
     options.inter_op_num_threads = 1
     if not spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    elif not spin_between_runs:
+        options.add_session_config_entry("session.force_spinning_stop", "1")
     try:
         return ort.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types for unreadable or invalid graphs
@@ -172,9 +177,11 @@ class PlanRuntime:
         """AbqaError naming the arm when ONNX Runtime cannot load the model."""
         session_plan = self.plan.sessions[arm]
         if self.plan.one_at_a_time:
-            # Every core, no spin-waiting: a finished inference's workers must not hold the cores that the next
-            # one (another session, in the server another process) and the response's way back need.
-            session = create_session(model_path, self.plan.pool_threads, arm=arm, spinning=False)
+            # Every core, spin-waiting only while the inference runs: between its operators a sleeping worker
+            # would take a wake-up each time (3-6% of a lone request, benchmarks/results/), and once it returns
+            # spinning workers would hold the cores that the response's way back through Triton and the next
+            # inference (another session, in the server another process) need.
+            session = create_session(model_path, self.plan.pool_threads, arm=arm, spin_between_runs=False)
             if self.turns is None:
                 return Instance(session, session.run)
             turns = self.turns

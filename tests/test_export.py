@@ -59,7 +59,7 @@ def test_config_pbtxt_parses_and_matches_the_onnx_graph(tiny_repository, arm):
     assert config.name == arm and config.backend == "onnxruntime"
     assert config.max_batch_size == 8
     assert list(config.dynamic_batching.preferred_batch_size) == [2, 4, 8]
-    assert config.dynamic_batching.max_queue_delay_microseconds > 0
+    assert config.dynamic_batching.max_queue_delay_microseconds == 0   # a lone request never waits for company
     assert config.instance_group[0].kind == config.instance_group[0].KIND_CPU
     for declared, actual in ((config.input, graph.input), (config.output, graph.output)):
         assert [t.name for t in declared] == [v.name for v in actual]

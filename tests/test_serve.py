@@ -56,7 +56,7 @@ def test_read_arm_model_config_takes_everything_from_config_pbtxt(tiny_repositor
     assert [(s.name, s.data_type, s.dims) for s in bert.outputs] == [
         ("start_logits", "TYPE_FP32", (-1,)), ("end_logits", "TYPE_FP32", (-1,))]
     assert bert.max_batch_size == 8 and bert.dynamic_batching
-    assert bert.preferred_batch_sizes == (2, 4, 8) and bert.max_queue_delay_us == 2000
+    assert bert.preferred_batch_sizes == (2, 4, 8) and bert.max_queue_delay_us == 0
     assert bert.instances == 1 and bert.intra_op_threads == 1  # the fixture exports with 1 thread
     distilbert = read_arm_model_config(tiny_repository, "distilbert")
     assert [s.name for s in distilbert.inputs] == ["input_ids", "attention_mask"]
@@ -111,11 +111,14 @@ def serving_config_for(repository: Path, arm: ArmModelConfig, max_queue_size: in
 def test_the_served_config_is_the_exported_one_on_the_python_backend(tiny_repository, tmp_path):
     from abqa.serve.backend import ONNX_MODEL, THREAD_PLAN, THREADS
 
-    arm = read_arm_model_config(tiny_repository, "bert")
-    served = serving_config_for(tiny_repository, arm, max_queue_size=16)
+    repository = copy_repository(tiny_repository, tmp_path / "delayed", arms=("bert",))
+    config = repository / "bert" / "config.pbtxt"   # exported with a batch delay (the default has none)
+    config.write_text(config.read_text().replace("max_queue_delay_microseconds: 0", "max_queue_delay_microseconds: 1500"))
+    arm = read_arm_model_config(repository, "bert")
+    served = serving_config_for(repository, arm, max_queue_size=16)
     assert served.name == "bert" and served.backend == "python" and not served.default_model_filename
     assert served.max_batch_size == 8
-    assert served.dynamic_batching.max_queue_delay_microseconds == 2000
+    assert served.dynamic_batching.max_queue_delay_microseconds == arm.max_queue_delay_us == 1500
     assert list(served.dynamic_batching.preferred_batch_size) == [2, 4, 8]
     assert served.dynamic_batching.default_queue_policy.max_queue_size == 16
     assert [(t.name, list(t.dims)) for t in served.input] == [
@@ -188,7 +191,7 @@ def test_the_shared_plan_gives_every_session_every_core_one_inference_at_a_time(
     assert plan_threads(arms, 8, kind="shared", threads=3).pool_threads == 3
     assert {p.instances for p in plan_threads(arms, 8, kind="shared", instances=4).sessions.values()} == {4}
     assert plan_threads(arms, 0, kind="shared").pool_threads == 1  # at least one
-    assert "every session 8 ONNX Runtime thread(s), spin-waiting off" in plan.describe()
+    assert "every session 8 ONNX Runtime thread(s), spin-waiting during a run only" in plan.describe()
     assert "one inference at a time" in plan.describe()
 
 
@@ -299,6 +302,27 @@ def test_process_occupancy_sees_an_inference_running_in_another_process(tmp_path
         assert alone is True                              # it ended: alone again
 
 
+def session_config(options, key: str) -> str | None:
+    """A session's config entry; None when unset (ONNX Runtime raises then)."""
+    try:
+        return options.get_session_config_entry(key)
+    except Exception:
+        return None
+
+
+def test_sessions_spin_wait_as_asked(tiny_repository):
+    from abqa.serve.session import create_session
+
+    model = read_arm_model_config(tiny_repository, "bert").model_path
+    entries = ("session.intra_op.allow_spinning", "session.force_spinning_stop")
+    defaults = create_session(model).get_session_options()            # ONNX Runtime's: spinning, also between runs
+    assert [session_config(defaults, key) for key in entries] == [None, None]
+    off = create_session(model, spinning=False).get_session_options()
+    assert [session_config(off, key) for key in entries] == ["0", None]
+    in_runs = create_session(model, spin_between_runs=False).get_session_options()
+    assert [session_config(in_runs, key) for key in entries] == [None, "1"]
+
+
 def test_the_shared_runtime_gives_each_session_every_core_and_takes_turns_unless_told_not_to(tiny_repository):
     from abqa.serve.session import PlanRuntime
 
@@ -306,7 +330,12 @@ def test_the_shared_runtime_gives_each_session_every_core_and_takes_turns_unless
     plan = plan_threads(arms, 2, kind="shared")
     in_process = PlanRuntime(plan)
     instance = in_process.open_instance("bert", arms[0].model_path)
-    assert instance.session.get_session_options().intra_op_num_threads == 2
+    options = instance.session.get_session_options()
+    assert options.intra_op_num_threads == 2
+    # Its workers spin between operators (a sleeping worker's wake-up costs a lone request 3-6%) and stop as the
+    # run returns (spinning on, they would hold the cores the response and the next inference need).
+    assert session_config(options, "session.intra_op.allow_spinning") is None
+    assert session_config(options, "session.force_spinning_stop") == "1"
     assert in_process.turns is not None
     # In the server, Triton's rate limiter takes the turns: the stub runs its session directly.
     stub = PlanRuntime(plan, take_turns=False)
@@ -377,8 +406,8 @@ def test_ready_report_names_urls_pid_and_every_model(tiny_repository):
     first, plan, *rest = report.splitlines()
     assert first == ("abqa serve: ready (pid 42) http=http://127.0.0.1:1 grpc=127.0.0.1:2 "
                      "metrics=http://127.0.0.1:3/metrics")
-    assert plan.strip() == ("thread plan shared: every session 2 ONNX Runtime thread(s), spin-waiting off, one "
-                            "inference at a time across arms (Triton's rate limiter)")
+    assert plan.strip() == ("thread plan shared: every session 2 ONNX Runtime thread(s), spin-waiting during a run "
+                            "only, one inference at a time across arms (Triton's rate limiter)")
     assert [line.split()[:2] for line in rest[:2]] == [["bert", "READY"], ["distilbert", "READY"]]
     assert "1 instance(s)  [" in rest[0]
     adaptive = ready_report(arms, plan_threads(arms, 2, kind="adaptive"), options, pid=42)
@@ -429,7 +458,7 @@ def test_both_models_ready_with_their_metadata(triton_server):
         config = client.get_model_config(arm)
         assert config["max_batch_size"] == 8
         assert config["dynamic_batching"]["preferred_batch_size"] == [2, 4, 8]
-        assert int(config["dynamic_batching"]["max_queue_delay_microseconds"]) == 2000
+        assert int(config["dynamic_batching"].get("max_queue_delay_microseconds", 0)) == 0
     with open(triton_server.log_path, encoding="utf-8") as log:
         assert f"abqa serve: ready (pid {triton_server.pid})" in log.read()
 
