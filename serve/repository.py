@@ -49,8 +49,8 @@ class SessionPlan:
 class ThreadPlan:
     """How `abqa serve` spends the cores on the arms' sessions (benchmarks/performance.py measures each kind).
 
-    shared (the default): every session a pool of every core, spin-waiting only during a run, and one inference at a time
-    across every arm and instance (Triton's rate limiter, on the resource config.pbtxt's instances hold): a lone
+    shared (the default): every session a pool of every core, spin-waiting only during a run, and one inference at
+    a time across every arm and instance (Triton's rate limiter, on the resource config.pbtxt's instances hold): a lone
     request runs as the model alone in-process would, and under load each request still has every core (about 7%
     below one thread per session, measured). The official image does the same with the onnxruntime backend's
     global thread pool and the same rate limiter (export/triton_config.py, docker-compose.yml).
