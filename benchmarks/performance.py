@@ -67,7 +67,7 @@ def plan_specs(cores: int) -> list[PlanSpec]:
         PlanSpec("per-session, config.pbtxt's threads (cores shared out)", "per-session"),
         PlanSpec(f"per-session, {cores} threads each, no spinning", "per-session", cores),
         PlanSpec("onnxruntime defaults: every core per session, spinning", "onnxruntime-defaults"),
-        PlanSpec("shared: every core per session, no spinning, one inference at a time", "shared"),
+        PlanSpec("shared: every core per session, spinning during a run, one inference at a time", "shared"),
         PlanSpec("adaptive: every core when idle, a share when busy, no spinning", "adaptive"),
     ]
     return [PlanSpec(f"{spec.label} (default)", spec.kind) if spec.kind == DEFAULT_THREAD_PLAN else spec
@@ -223,10 +223,11 @@ def measure_plans(repository: Path, arms: list[str], args, out) -> dict:
         rows.append({"plan": spec.label, "kind": spec.kind, "threads": spec.threads, "alternating_p50_ms": lone,
                      "rps": rps, "work_rate": p50(rates), "work_rates": rates})
     best = max(row["work_rate"] for row in rows)
-    print(f"  {'plan':<62}" + "".join(f"{arm + ' p50':>18}" for arm in arms)
+    width = max(len(row["plan"]) for row in rows) + 2
+    print(f"  {'plan':<{width}}" + "".join(f"{arm + ' p50':>18}" for arm in arms)
           + "".join(f"{arm + ' req/s':>18}" for arm in arms) + f"{'work rate':>11}{'of best':>9}", file=out)
     for row in rows:
-        print(f"  {row['plan']:<62}" + "".join(f"{row['alternating_p50_ms'][arm]:>15.1f} ms" for arm in arms)
+        print(f"  {row['plan']:<{width}}" + "".join(f"{row['alternating_p50_ms'][arm]:>15.1f} ms" for arm in arms)
               + "".join(f"{row['rps'][arm]:>18.2f}" for arm in arms)
               + f"{row['work_rate']:>11.3f}{row['work_rate'] / best:>9.1%}", file=out)
     print("  p50: one request at a time, the arms alternating (an isolated evaluation); req/s: both arms loaded at "
@@ -422,8 +423,9 @@ def main(argv: list[str] | None = None) -> int:
         figures["served_concurrency"] = {"rps": loaded, "work_rate": rates, "default_of_best": share}
         print(f"\n== 4. abqa serve under concurrency: both arms loaded at once through each server, {args.rounds} "
               f"rounds of {args.seconds:.0f} s in rotation", file=out)
+        width = max(map(len, rates)) + 2
         for label, rate in rates.items():
-            print(f"  {label:<62}" + "".join(f"{arm} {loaded[label][arm]:6.2f} req/s   " for arm in arms)
+            print(f"  {label:<{width}}" + "".join(f"{arm} {loaded[label][arm]:6.2f} req/s   " for arm in arms)
                   + f"work rate {rate:.3f}", file=out)
         print(f"  the default plan does {share:.1%} of the best served plan's work "
               f"({'meets' if share >= CONCURRENCY_GOAL else 'MISSES'} >= {CONCURRENCY_GOAL:.0%})", file=out)
