@@ -50,8 +50,8 @@ class ThreadPlan:
     """How `abqa serve` spends the cores on the arms' sessions (benchmarks/performance.py measures each kind).
 
     shared (the default): every session a pool of every core, spin-waiting only during a run, and one inference at
-    a time across every arm and instance (Triton's rate limiter, on the resource config.pbtxt's instances hold): a lone
-    request runs as the model alone in-process would, and under load each request still has every core (about 7%
+    a time across every arm and instance (Triton's rate limiter, on the resource config.pbtxt's instances hold): a
+    lone request runs as the model alone in-process would, and under load each request still has every core (about 7%
     below one thread per session, measured). The official image does the same with the onnxruntime backend's
     global thread pool and the same rate limiter (export/triton_config.py, docker-compose.yml).
     adaptive: every instance has two sessions, a wide one of every core and a narrow one of the
@@ -78,8 +78,7 @@ class ThreadPlan:
     def describe(self) -> str:
         if self.one_at_a_time:
             return (f"thread plan shared: every session {self.pool_threads} ONNX Runtime thread(s), spin-waiting "
-                    "during a run only, "
-                    "one inference at a time across arms (Triton's rate limiter)")
+                    "during a run only, one inference at a time across arms (Triton's rate limiter)")
         first = next(iter(self.sessions.values()), SessionPlan(1, 1))
         if self.adaptive:
             return (f"thread plan adaptive: each instance {first.intra_op_threads} thread(s) for a request that finds "
